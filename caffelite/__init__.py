@@ -1,0 +1,9 @@
+"""caffelite: Caffe's model in plain Python (``import caffelite as caffe``)."""
+
+from caffelite.backend import set_device, set_mode_cpu, set_mode_gpu
+from caffelite.blob import Blob
+from caffelite.errors import CaffeliteError
+from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
+from caffelite.rng import set_random_seed
+
+__version__ = "0.1.0"

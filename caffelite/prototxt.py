@@ -1,0 +1,83 @@
+"""Reading and writing Caffe's protobuf files, with errors that name the file.
+
+Text files (prototxt) are parsed by protobuf's own text-format parser; its line and
+column are carried into the error message. Binary files (.caffemodel,
+.solverstate, .binaryproto) that do not parse are reported as corrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from google.protobuf import message as pb_message
+from google.protobuf import text_format
+
+from caffelite.errors import CaffeliteError
+
+
+def read_text(path, message):
+    """Parse the prototxt at ``path`` into ``message`` (returned)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CaffeliteError(f"cannot read {path}: {exc.strerror}") from exc
+    return parse_text(text, message, source=str(path))
+
+
+def parse_text(text: str, message, source: str = "<string>"):
+    """Parse prototxt ``text``; a ParseError becomes ``source:line:column: what``."""
+    try:
+        text_format.Merge(text, message)
+    except text_format.ParseError as exc:
+        line, column = exc.GetLine(), exc.GetColumn()
+        detail = str(exc)
+        if line is not None and detail.startswith(f"{line}:"):
+            detail = detail.split(":", 2)[-1].strip()
+        where = f"{source}:{line}:{column}" if line is not None else source
+        raise CaffeliteError(
+            f"{where}: malformed {message.DESCRIPTOR.name} prototxt: {detail}"
+        ) from None
+    return message
+
+
+def read_binary(path, message):
+    """Parse the binary protobuf at ``path``; a corrupt file says so."""
+    path = Path(path)
+    try:
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise CaffeliteError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        message.ParseFromString(payload)
+    except (pb_message.DecodeError, ValueError) as exc:
+        raise CaffeliteError(
+            f"{path} is corrupt or not a binary {message.DESCRIPTOR.name} file: {exc}"
+        ) from None
+    return message
+
+
+def write_binary_atomic(path, message) -> None:
+    """Write ``message`` so that ``path`` is either the old file or the whole new one."""
+    write_bytes_atomic(path, message.SerializeToString())
+
+
+def write_bytes_atomic(path, payload: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, message) -> None:
+    write_bytes_atomic(path, text_format.MessageToString(message).encode())

@@ -1,0 +1,57 @@
+"""Bring older NetParameter forms up to date before a Net is built (Caffe's upgrade_proto).
+
+Handles the net-level ``input``/``input_shape``/``input_dim`` fields, which become
+an ``Input`` layer named "input" as Caffe's UpgradeNetInput does. The V1
+``layers { type: CONVOLUTION }`` format is upgraded by ``upgrade_v1_net`` when a
+module provides it (see the layer catalogue).
+"""
+
+from __future__ import annotations
+
+from caffelite.errors import CaffeliteError
+
+
+def upgrade_net_input(param) -> None:
+    """Move net-level inputs into a leading Input layer (in place)."""
+    if not param.input:
+        if param.input_shape or param.input_dim:
+            raise CaffeliteError("net has input_shape/input_dim but no input names")
+        return
+    from caffelite.proto import caffe_pb2
+
+    names = list(param.input)
+    shapes = [list(s.dim) for s in param.input_shape]
+    if param.input_dim:
+        dims = list(param.input_dim)
+        if len(dims) != 4 * len(names):
+            raise CaffeliteError(
+                f"input_dim must give 4 values per input: {len(names)} input(s), "
+                f"{len(dims)} input_dim value(s)"
+            )
+        shapes = [dims[4 * i : 4 * i + 4] for i in range(len(names))]
+    if len(shapes) not in (len(names), 1) and not (len(shapes) == 0 and not names):
+        raise CaffeliteError(
+            f"net has {len(names)} input(s) but {len(shapes)} input shape(s)"
+        )
+    layer = caffe_pb2.LayerParameter(name="input", type="Input", top=names)
+    for shape in shapes:
+        layer.input_param.shape.add().dim.extend(shape)
+    layers = [layer] + list(param.layer)
+    del param.layer[:]
+    param.layer.extend(layers)
+    param.ClearField("input")
+    param.ClearField("input_shape")
+    param.ClearField("input_dim")
+
+
+def upgrade_net(param, source: str = "<net>") -> None:
+    """All upgrades Caffe applies on load, in order."""
+    if len(param.layers):
+        try:
+            from caffelite.upgrade_v1 import upgrade_v1_net
+        except ImportError:
+            raise CaffeliteError(
+                f"{source} uses the legacy V1 'layers' format, which this build cannot upgrade"
+            ) from None
+        upgrade_v1_net(param, source)
+    upgrade_net_input(param)

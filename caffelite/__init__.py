@@ -1,9 +1,18 @@
-"""caffelite: Caffe's model in plain Python (``import caffelite as caffe``)."""
+"""caffelite: Caffe's model in plain Python (``import caffelite as caffe``).
+
+The names here are pycaffe's, so existing pycaffe code runs unchanged.
+"""
 
 from caffelite.backend import set_device, set_mode_cpu, set_mode_gpu
 from caffelite.blob import Blob
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
+from caffelite.net import Net
 from caffelite.rng import set_random_seed
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Blob", "CaffeliteError", "Layer", "Net", "TEST", "TRAIN", "layer_type_list",
+    "register_layer", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
+]

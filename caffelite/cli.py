@@ -1,0 +1,136 @@
+"""The ``caffelite`` command: train, test and time nets, like Caffe's ``caffe`` tool.
+
+Flags take Caffe's single-dash spelling too (``caffelite train -solver S``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from caffelite.errors import CaffeliteError
+
+log = logging.getLogger("caffelite")
+
+
+def _add(parser, name: str, **kwargs) -> None:
+    parser.add_argument(f"--{name}", f"-{name}", **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="caffelite", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a net with a solver prototxt")
+    _add(train, "solver", required=True, help="solver prototxt")
+    start = train.add_mutually_exclusive_group()
+    _add(start, "snapshot", help="resume from this .solverstate")
+    _add(start, "weights", help="initialise from this .caffemodel (fine-tuning)")
+    _add(train, "sigint_effect", default="stop", choices=["stop", "snapshot", "none"],
+         help="on SIGINT (Ctrl-C): snapshot and stop (default), snapshot, or nothing")
+    _add(train, "sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"],
+         help="on SIGHUP: snapshot and continue (default)")
+    _add(train, "progress", choices=["auto", "on", "off"], default="auto",
+         help="progress bar (auto: only when stderr is a terminal)")
+
+    test = commands.add_parser("test", help="score a trained net on its TEST phase")
+    _add(test, "model", required=True, help="net prototxt")
+    _add(test, "weights", required=True, help=".caffemodel to test")
+    _add(test, "iterations", type=int, default=50, help="batches to average over")
+
+    timer = commands.add_parser("time", help="time forward and backward per layer")
+    _add(timer, "model", required=True, help="net prototxt")
+    _add(timer, "iterations", type=int, default=50, help="iterations to average over")
+    _add(timer, "phase", choices=["TRAIN", "TEST"], default="TRAIN")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from caffelite.logging_setup import configure
+
+    configure()
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "test": _test, "time": _time}[args.command](args)
+    except CaffeliteError as exc:
+        log.error("%s", exc)
+        print(f"caffelite {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _train(args) -> int:
+    from caffelite.progress import ProgressBar
+    from caffelite.signal_handler import SignalHandler
+    from caffelite.solver import get_solver
+
+    solver = get_solver(args.solver)
+    if args.weights:
+        for weights in args.weights.split(","):
+            solver.net.copy_from(weights)
+    show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
+    started = time.perf_counter()
+    with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
+        solver.set_action_function(signals.get_requested_action)
+        with ProgressBar(solver, enabled=show):
+            solver.solve(args.snapshot)
+    elapsed = time.perf_counter() - started
+    log.info("Training took %.1f s", elapsed)
+    for net_id, results in enumerate(getattr(solver, "test_results", []) or []):
+        for name, value in (results or {}).items():
+            print(f"Test net #{net_id} at iteration {solver.iter}: {name} = {_fmt(value)}")
+    return 0
+
+
+def _fmt(value) -> str:
+    try:
+        return f"{float(value):.4f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _test(args) -> int:
+    import numpy as np
+
+    from caffelite.layer import TEST
+    from caffelite.net import Net
+
+    net = Net(args.model, TEST, weights=args.weights)
+    totals: dict[str, np.ndarray] = {}
+    loss = 0.0
+    for i in range(args.iterations):
+        batch_loss = net.forward_from_to()
+        loss += batch_loss
+        for name in net.outputs:
+            values = np.asarray(net.blobs[name].data, dtype=np.float64).ravel()
+            totals[name] = totals.get(name, 0) + values
+            log.info("Batch %d, %s = %s", i, name, " ".join(f"{v:g}" for v in values))
+    log.info("Loss: %g", loss / args.iterations)
+    weights = net.blob_loss_weights
+    for name, total in totals.items():
+        for value in total / args.iterations:
+            extra = f" (* {weights[name]:g} = {weights[name] * value:g} loss)" if weights[name] else ""
+            log.info("%s = %g%s", name, value, extra)
+            print(f"{name} = {value:.4f}{extra}")
+    return 0
+
+
+def _time(args) -> int:
+    from caffelite.layer import TEST, TRAIN
+    from caffelite.net import Net
+    from caffelite.net_timer import time_net
+
+    net = Net(args.model, TRAIN if args.phase == "TRAIN" else TEST)
+    log.info("Performing Forward-Backward timing over %d iterations", args.iterations)
+    started = time.perf_counter()
+    report = time_net(net, args.iterations)
+    for line in report.lines():
+        log.info("%s", line)
+        print(line)
+    log.info("Total Time: %.1f ms.", (time.perf_counter() - started) * 1000)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

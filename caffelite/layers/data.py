@@ -1,0 +1,483 @@
+"""Input layers: ``Data`` (Datum records from an LMDB, prefetched by a background
+thread) and ``MemoryData`` (batches served from arrays the caller hands over).
+
+Data follows Caffe's DataLayer / BasePrefetchingDataLayer: records are read in key
+order, wrapping to the first one at the end; a daemon thread decodes and transforms
+whole batches on the host while the net computes, and ``forward`` only copies the
+next finished batch into the tops. The thread owns a fixed pool of ``prefetch``
+batch buffers (Caffe's free/full queues), so reading ahead is bounded and the
+steady state allocates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import weakref
+
+import numpy as np
+
+from caffelite.data_transformer import DataTransformer
+from caffelite.errors import CaffeliteError
+from caffelite.layer import Layer, register_layer
+from caffelite.proto import caffe_pb2
+from caffelite.rng import get_rng
+
+logger = logging.getLogger("caffelite")
+
+_CREATE_HINT = (
+    "create it with: python tools/get_mnist.py && python tools/convert_mnist_data.py "
+    "data/mnist/train-images-idx3-ubyte.gz data/mnist/train-labels-idx1-ubyte.gz "
+    "data/mnist/mnist_train_lmdb (and likewise t10k-* -> data/mnist/mnist_test_lmdb)"
+)
+
+# ---- shared LMDB environments ------------------------------------------------------------
+# py-lmdb refuses to open one environment twice in a process, yet a TRAIN and a TEST net
+# may read the same database: environments are shared and reference counted.
+_envs: dict[str, list] = {}
+_envs_lock = threading.Lock()
+
+
+def _acquire_env(path: str):
+    import lmdb
+
+    key = os.path.realpath(path)
+    with _envs_lock:
+        entry = _envs.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(
+                    path, readonly=True, lock=False, subdir=os.path.isdir(path), max_readers=512
+                )
+            except lmdb.Error as exc:
+                raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
+            entry = _envs[key] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_env(path: str) -> None:
+    key = os.path.realpath(path)
+    with _envs_lock:
+        entry = _envs.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _envs[key]
+            entry[0].close()
+
+
+# ---- reading Datum records ---------------------------------------------------------------
+
+
+def _decode_batch(values: list[bytes], keys: list[bytes], source: str):
+    """Raw values -> (images (N, C, H, W) uint8 or float32, labels (N,) float32)."""
+    datums = [caffe_pb2.Datum.FromString(v) for v in values]
+    first = datums[0]
+    shape = (first.channels, first.height, first.width)
+    count = shape[0] * shape[1] * shape[2]
+    if count <= 0:
+        raise CaffeliteError(f"{source}: record {keys[0]!r} has an empty shape {shape}")
+    for key, datum in zip(keys, datums, strict=True):
+        if datum.encoded:
+            raise CaffeliteError(
+                f"{source}: record {key!r} holds an encoded (compressed) image; caffelite "
+                "reads raw pixel Datums only (convert with raw pixels, no --encoded)"
+            )
+        if (datum.channels, datum.height, datum.width) != shape:
+            raise CaffeliteError(
+                f"{source}: record {key!r} has shape "
+                f"{(datum.channels, datum.height, datum.width)}, but the batch started with "
+                f"{shape}; records of one batch must share a shape"
+            )
+        size = len(datum.data) or len(datum.float_data)
+        if size != count:
+            raise CaffeliteError(
+                f"{source}: record {key!r} of shape {shape} carries {size} values, expected {count}"
+            )
+    labels = np.fromiter((d.label for d in datums), dtype=np.float32, count=len(datums))
+    if all(len(d.data) for d in datums):
+        images = np.frombuffer(b"".join(d.data for d in datums), dtype=np.uint8)
+    else:
+        images = np.concatenate(
+            [
+                np.frombuffer(d.data, np.uint8).astype(np.float32)
+                if len(d.data)
+                else np.asarray(d.float_data, dtype=np.float32)
+                for d in datums
+            ]
+        )
+    return images.reshape((len(datums),) + shape), labels
+
+
+class _Failure:
+    """Put in the queue by the prefetch thread when reading fails."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class _Batch:
+    __slots__ = ("data", "label")
+
+    def __init__(self):
+        self.data = np.empty(0, dtype=np.float32)
+        self.label = np.empty(0, dtype=np.float32)
+
+
+class _Prefetcher:
+    """The reader thread and its buffer queues; deliberately holds no reference to the
+    layer, so an abandoned layer can be garbage collected (its finalizer stops us)."""
+
+    def __init__(self, env, source, batch_size, skip, transformer, rng, prefetch):
+        self.env = env
+        self.source = source
+        self.batch_size = batch_size
+        self.skip = skip
+        self.transformer = transformer
+        self.rng = rng
+        self.free: queue.Queue = queue.Queue()
+        self.full: queue.Queue = queue.Queue()
+        for _ in range(prefetch):
+            self.free.put(_Batch())
+        self.stop = threading.Event()
+        self.closed = False
+        self.failure: _Failure | None = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"caffelite-prefetch:{source}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    # -- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        txn = None
+        try:
+            txn = self.env.begin(buffers=False)
+            cursor = txn.cursor()
+            if not cursor.first():
+                raise CaffeliteError(f"LMDB {self.source!r} is empty")
+            for _ in range(self.skip):
+                if not cursor.next():
+                    cursor.first()
+            while not self.stop.is_set():
+                batch = self._take(self.free)
+                if batch is None:
+                    break
+                keys, values = [], []
+                for _ in range(self.batch_size):
+                    keys.append(cursor.key())
+                    values.append(cursor.value())
+                    if not cursor.next():
+                        cursor.first()
+                images, labels = _decode_batch(values, keys, self.source)
+                shape = self.transformer.infer_blob_shape(images.shape)
+                if batch.data.shape != shape:
+                    batch.data = np.empty(shape, dtype=np.float32)
+                self.transformer.transform(images, out=batch.data, rng=self.rng)
+                batch.label = labels
+                self.full.put(batch)
+        except BaseException as exc:  # handed to forward, which raises it
+            self.full.put(_Failure(exc))
+        finally:
+            if txn is not None:
+                txn.abort()
+
+    def _take(self, q: queue.Queue):
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    # -- the consumer --------------------------------------------------------------------
+    def next_batch(self) -> _Batch:
+        if self.failure is not None:
+            raise self.failure.exc
+        if self.closed:
+            raise CaffeliteError("the layer was closed; its reader thread is stopped")
+        while True:
+            try:
+                item = self.full.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self.thread.is_alive() and self.full.empty():
+                    raise CaffeliteError("the prefetch thread stopped unexpectedly") from None
+        if isinstance(item, _Failure):
+            self.failure = item
+            raise item.exc
+        return item
+
+    def recycle(self, batch: _Batch) -> None:
+        self.free.put(batch)
+
+    def close(self) -> None:
+        """Stop the thread, wait for it, and release the database (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10.0)
+        if self.thread.is_alive():  # stuck in a read: leave the env open rather than crash it
+            logger.warning("prefetch thread for %s did not stop", self.source)
+            return
+        _release_env(self.source)
+
+
+def _transform_param(layer_param):
+    """transform_param plus the legacy copies in data_param (Caffe's upgrade moves them)."""
+    param = caffe_pb2.TransformationParameter()
+    param.CopyFrom(layer_param.transform_param)
+    legacy = layer_param.data_param
+    for field in ("scale", "mean_file", "crop_size", "mirror"):
+        if legacy.HasField(field):
+            setattr(param, field, getattr(legacy, field))
+    return param
+
+
+@register_layer("Data")
+class DataLayer(Layer):
+    """Reads Caffe Datum records from an LMDB: tops ``data`` (N, C, H', W') and,
+    optionally, ``label`` (N,)."""
+
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    _prefetcher: _Prefetcher | None = None
+
+    def setup(self, bottom, top):
+        p = self.layer_param.data_param
+        if p.batch_size <= 0:
+            raise self.error("data_param.batch_size must be positive")
+        if p.prefetch <= 0:
+            raise self.error(f"data_param.prefetch must be at least 1, got {p.prefetch}")
+        source = p.source
+        if not source:
+            raise self.error("data_param.source (the LMDB path) is not set")
+        if not os.path.exists(source):
+            where = "" if os.path.isabs(source) else f" (looked in {os.getcwd()})"
+            raise self.error(f"LMDB {source!r} does not exist{where}; {_CREATE_HINT}")
+        self._check_backend(source)
+        try:
+            self.transformer = DataTransformer(_transform_param(self.layer_param), self.phase)
+        except CaffeliteError as exc:
+            raise self.error(str(exc)) from None
+        self.batch_size = int(p.batch_size)
+        self.output_labels = len(top) > 1
+
+        env = _acquire_env(source)
+        try:
+            entries = env.stat()["entries"]
+            if entries == 0:
+                raise CaffeliteError(f"LMDB {source!r} is empty")
+            with env.begin(buffers=False) as txn:
+                cursor = txn.cursor()
+                cursor.first()
+                images, _ = _decode_batch([cursor.value()], [cursor.key()], source)
+            # crop and mean problems surface here rather than in the thread
+            shape = self.transformer.infer_blob_shape(images.shape)
+        except CaffeliteError as exc:
+            _release_env(source)
+            raise self.error(str(exc)) from None
+        except BaseException:
+            _release_env(source)
+            raise
+        # Caffe's rand_skip: start a random number of records in (legacy, for multi-run runs).
+        skip = int(get_rng().integers(p.rand_skip)) % entries if p.rand_skip else 0
+        # The thread draws crops/flips from its own generator, seeded here from the global
+        # one, so a run is reproducible whatever the thread timing.
+        rng = np.random.default_rng(int(get_rng().integers(2**63)))
+        self._prefetcher = _Prefetcher(
+            env, source, self.batch_size, skip, self.transformer, rng, int(p.prefetch)
+        )
+        self._finalizer = weakref.finalize(self, self._prefetcher.close)
+        self._prefetcher.start()
+        top[0].reshape((self.batch_size,) + shape[1:])
+        if self.output_labels:
+            top[1].reshape(self.batch_size)
+
+    def _check_backend(self, source: str) -> None:
+        p = self.layer_param.data_param
+        leveldb_files = os.path.isdir(source) and os.path.exists(os.path.join(source, "CURRENT"))
+        if p.backend == caffe_pb2.DataParameter.LEVELDB and (
+            p.HasField("backend") or leveldb_files
+        ):
+            raise self.error(
+                f"LEVELDB databases are not supported ({source!r}); convert the data to "
+                "LMDB (e.g. python tools/convert_mnist_data.py) and set backend: LMDB"
+            )
+
+    def reshape(self, bottom, top):
+        """Tops are sized by ``forward`` to each batch, as in Caffe."""
+
+    def forward(self, bottom, top):
+        if self._prefetcher is None:
+            raise self.error("forward before setup")
+        try:
+            batch = self._prefetcher.next_batch()
+        except CaffeliteError as exc:
+            raise self.error(f"reading {self._prefetcher.source!r}: {exc}") from exc
+        except Exception as exc:
+            raise self.error(
+                f"reading {self._prefetcher.source!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        xp = self.xp
+        top[0].reshape(batch.data.shape)
+        top[0].data[...] = xp.asarray(batch.data)
+        if self.output_labels:
+            top[1].reshape(batch.label.shape)
+            top[1].data[...] = xp.asarray(batch.label)
+        self._prefetcher.recycle(batch)
+
+    def close(self) -> None:
+        """Stop the prefetch thread and release the database."""
+        if self._prefetcher is not None:
+            self._finalizer()
+
+
+# ---- MemoryData ----------------------------------------------------------------------------
+
+
+@register_layer("MemoryData")
+class MemoryDataLayer(Layer):
+    """Serves consecutive ``batch_size`` slices of arrays given with ``set_input_arrays``
+    (pycaffe) or ``reset``, wrapping around; tops data (N, C, H, W) and label (N,).
+
+    As in Caffe, arrays handed over with ``set_input_arrays``/``reset`` are served
+    as they are (no transform_param; a warning says so); ``add_datum_vector`` applies
+    the transformation, like Caffe's AddDatumVector.
+    """
+
+    exact_num_bottom_blobs = 0
+    exact_num_top_blobs = 2
+
+    def setup(self, bottom, top):
+        p = self.layer_param.memory_data_param
+        self.batch_size = int(p.batch_size)
+        self.channels, self.height, self.width = int(p.channels), int(p.height), int(p.width)
+        if self.batch_size * self.channels * self.height * self.width <= 0:
+            raise self.error(
+                "memory_data_param needs positive batch_size, channels, height and width; got "
+                f"{self.batch_size}, {self.channels}, {self.height}, {self.width}"
+            )
+        try:
+            self.transformer = DataTransformer(self.layer_param.transform_param, self.phase)
+        except CaffeliteError as exc:
+            raise self.error(str(exc)) from None
+        self._data = None
+        self._labels = None
+        self._n = 0
+        self._pos = 0
+        top[0].reshape(self.batch_size, self.channels, self.height, self.width)
+        top[1].reshape(self.batch_size)
+
+    def reshape(self, bottom, top):
+        """Tops are sized by ``forward``."""
+
+    def set_input_arrays(self, data, labels) -> None:
+        """pycaffe's check-and-reset: ``data`` float32 (N, C, H, W) and ``labels`` float32
+        with N values, both C-contiguous, N a multiple of batch_size. The arrays are
+        referenced, not copied: keep them alive and unchanged while they are served."""
+        expected = (self.channels, self.height, self.width)
+        if not isinstance(data, np.ndarray) or not isinstance(labels, np.ndarray):
+            raise self.error("set_input_arrays needs numpy arrays for data and labels")
+        for what, array in (("data", data), ("labels", labels)):
+            if array.dtype != np.float32:
+                raise self.error(f"{what} array must be float32, got {array.dtype}")
+            if not array.flags.c_contiguous:
+                raise self.error(f"{what} array must be C-contiguous")
+        if data.ndim != 4 or data.shape[1:] != expected:
+            raise self.error(
+                f"data array must have shape (N, {expected[0]}, {expected[1]}, {expected[2]}), "
+                f"got {data.shape}"
+            )
+        n = data.shape[0]
+        if labels.ndim == 0 or labels.shape[0] != labels.size:
+            raise self.error(
+                f"labels must hold one value per item, shape (N,) or (N, 1, 1, 1); "
+                f"got {labels.shape}"
+            )
+        if labels.shape[0] != n:
+            raise self.error(
+                f"data has {n} items but labels has {labels.shape[0]}; they must match"
+            )
+        self.reset(data, labels, n)
+
+    def reset(self, data, labels, n: int) -> None:
+        """Serve the first ``n`` items of ``data``/``labels`` from the start (Caffe's Reset)."""
+        n = int(n)
+        if n <= 0 or n % self.batch_size:
+            raise self.error(f"n = {n} must be a positive multiple of batch_size {self.batch_size}")
+        item = self.channels * self.height * self.width
+        data = np.asarray(data).reshape(-1)
+        labels = np.asarray(labels).reshape(-1)
+        if data.size < n * item or labels.size < n:
+            raise self.error(
+                f"reset with n = {n} needs {n * item} data values and {n} labels, "
+                f"got {data.size} and {labels.size}"
+            )
+        if self.layer_param.HasField("transform_param"):
+            logger.warning(
+                "layer %r (MemoryData) does not transform arrays given by "
+                "set_input_arrays/reset (as in Caffe)",
+                self.name,
+            )
+        self._data = data[: n * item].reshape(n, self.channels, self.height, self.width)
+        self._labels = labels[:n]
+        self._n = n
+        self._pos = 0
+
+    def add_datum_vector(self, datums) -> None:
+        """Transform Datums (transform_param applies) and serve them (AddDatumVector)."""
+        from caffelite.io import datum_to_array
+
+        datums = list(datums)
+        if not datums or len(datums) % self.batch_size:
+            raise self.error(
+                f"add_datum_vector needs a positive multiple of batch_size {self.batch_size} "
+                f"datums, got {len(datums)}"
+            )
+        images = np.stack([datum_to_array(d) for d in datums])
+        try:
+            shape = self.transformer.infer_blob_shape(images.shape)
+        except CaffeliteError as exc:
+            raise self.error(str(exc)) from None
+        if shape[1:] != (self.channels, self.height, self.width):
+            raise self.error(
+                f"datums of shape {images.shape[1:]} transform to {shape[1:]}, but "
+                f"memory_data_param says {(self.channels, self.height, self.width)}"
+            )
+        data = self.transformer.transform(images)
+        labels = np.asarray([d.label for d in datums], dtype=np.float32)
+        self._data, self._labels, self._n, self._pos = data, labels, len(datums), 0
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Caffe's set_batch_size: later forwards serve ``batch_size`` items."""
+        batch_size = int(batch_size)
+        if batch_size <= 0:
+            raise self.error(f"batch_size must be positive, got {batch_size}")
+        if self._data is not None and self._n % batch_size:
+            raise self.error(
+                f"the {self._n} items held are not a multiple of the new batch_size {batch_size}"
+            )
+        self.batch_size = batch_size
+
+    def forward(self, bottom, top):
+        if self._data is None:
+            raise self.error(
+                "has no data: call set_input_arrays(data, labels) (or reset) before forward"
+            )
+        xp = self.xp
+        b, pos = self.batch_size, self._pos
+        top[0].reshape(b, self.channels, self.height, self.width)
+        top[0].data[...] = xp.asarray(self._data[pos : pos + b])
+        top[1].reshape(b)
+        top[1].data[...] = xp.asarray(self._labels[pos : pos + b])
+        self._pos = (pos + b) % self._n

@@ -1,0 +1,500 @@
+"""Net: a directed acyclic graph of layers wired from a NetParameter (Caffe's Net::Init).
+
+Building a net: upgrade old forms, keep the layers the NetState includes, insert
+Split layers, create each layer and its top blobs in order, set them up, decide
+which layers need backward, and share parameters by ParamSpec name.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from caffelite.blob import Blob, proto_shape
+from caffelite.errors import CaffeliteError
+from caffelite.layer import TEST, TRAIN, create_layer
+from caffelite.net_state import filter_net
+from caffelite.prototxt import read_binary, read_text, write_binary_atomic
+from caffelite.splits import insert_splits
+from caffelite.upgrade import upgrade_net
+
+
+def load_net_param(source):
+    """A NetParameter from a prototxt path (or a NetParameter, copied)."""
+    from caffelite.proto import caffe_pb2
+
+    param = caffe_pb2.NetParameter()
+    if isinstance(source, caffe_pb2.NetParameter):
+        param.CopyFrom(source)
+        name = param.name or "<NetParameter>"
+    else:
+        read_text(source, param)
+        name = str(source)
+    upgrade_net(param, name)
+    return param
+
+
+class Net:
+    """A network built for one phase; pycaffe-compatible.
+
+    ``Net(model, phase, weights=None, stages=None, level=0)`` or the legacy
+    ``Net(model, weights, phase)``. ``model`` is a prototxt path or a NetParameter.
+    """
+
+    def __init__(self, model, phase=None, weights=None, stages=None, level=0, *legacy):
+        if isinstance(phase, (str, Path)):  # legacy pycaffe: Net(model, weights, phase)
+            weights, phase = phase, weights
+        if legacy:
+            raise CaffeliteError("Net() takes (model, phase, weights=None, stages=None, level=0)")
+        if phase not in (TRAIN, TEST):
+            raise CaffeliteError(f"Net phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
+        param = load_net_param(model)
+        state = param.state
+        state.phase = phase
+        state.level = level
+        if stages is not None:
+            del state.stage[:]
+            state.stage.extend(stages)
+        self._source = str(model) if not hasattr(model, "DESCRIPTOR") else param.name
+        self._init(param)
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ---- construction ------------------------------------------------------
+    def _init(self, param) -> None:
+        self.name = param.name
+        self.phase = param.state.phase
+        self.param = insert_splits(filter_net(param, param.state))
+        self.layers = []
+        self._layer_names = []
+        self.bottom_ids: list[list[int]] = []
+        self.top_ids: list[list[int]] = []
+        self._blobs: list[Blob] = []
+        self._blob_names: list[str] = []
+        self.blob_loss_weight_list: list[float] = []
+        self.input_ids: list[int] = []
+        blob_ids: dict[str, int] = {}
+        available: set[str] = set()
+        self.bottom_need_backward: list[list[bool]] = []
+        blob_need_backward: list[bool] = []
+        self.layer_need_backward: list[bool] = []
+
+        for layer_id, layer_param in enumerate(self.param.layer):
+            if not layer_param.HasField("phase"):
+                layer_param.phase = self.phase
+            if layer_param.propagate_down and len(layer_param.propagate_down) != len(
+                layer_param.bottom
+            ):
+                raise CaffeliteError(
+                    f"layer {layer_param.name!r}: propagate_down has "
+                    f"{len(layer_param.propagate_down)} values for "
+                    f"{len(layer_param.bottom)} bottoms"
+                )
+            layer = create_layer(layer_param, self.phase)
+            if layer_param.name in self._layer_names:
+                raise CaffeliteError(f"{self._source}: duplicate layer name {layer_param.name!r}")
+            self.layers.append(layer)
+            self._layer_names.append(layer_param.name)
+
+            bottoms, need = [], []
+            for j, name in enumerate(layer_param.bottom):
+                if name not in available:
+                    raise CaffeliteError(
+                        f"layer {layer_param.name!r} (type {layer_param.type}) needs bottom "
+                        f"blob {name!r}, which is not produced by an earlier layer"
+                    )
+                blob_id = blob_ids[name]
+                available.discard(name)
+                bottoms.append(blob_id)
+                wants = blob_need_backward[blob_id]
+                if layer_param.propagate_down:
+                    wants = layer_param.propagate_down[j]
+                need.append(wants)
+            self.bottom_ids.append(bottoms)
+            self.bottom_need_backward.append(need)
+
+            tops = []
+            for j, name in enumerate(layer_param.top):
+                in_place = j < len(layer_param.bottom) and layer_param.bottom[j] == name
+                if in_place:
+                    blob_id = blob_ids[name]
+                elif name in blob_ids:
+                    raise CaffeliteError(
+                        f"top blob {name!r} of layer {layer_param.name!r} is produced by "
+                        "more than one layer"
+                    )
+                else:
+                    blob_id = len(self._blobs)
+                    blob_ids[name] = blob_id
+                    self._blobs.append(Blob())
+                    self._blob_names.append(name)
+                    blob_need_backward.append(False)
+                    self.blob_loss_weight_list.append(0.0)
+                    if layer_param.type == "Input":
+                        self.input_ids.append(blob_id)
+                available.add(name)
+                tops.append(blob_id)
+            self.top_ids.append(tops)
+
+            layer.setup_layer(self._bottom_vec(layer_id), self._top_vec(layer_id))
+            for j, blob_id in enumerate(tops):
+                if layer.loss_weights[j]:
+                    self.blob_loss_weight_list[blob_id] = layer.loss_weights[j]
+
+            needs_backward = any(need)
+            for j in range(len(layer.blobs)):
+                spec = layer_param.param[j] if j < len(layer_param.param) else None
+                learns = spec is None or spec.lr_mult != 0
+                layer.param_propagate_down[j] = learns
+                needs_backward |= learns
+            self.layer_need_backward.append(needs_backward)
+            if needs_backward:
+                for blob_id in tops:
+                    blob_need_backward[blob_id] = True
+
+        self._prune_backward(blob_need_backward)
+        self.output_ids = [blob_ids[name] for name in self._blob_names if name in available]
+        self.output_ids.sort()
+        self._init_params()
+        self.blobs = OrderedDict(zip(self._blob_names, self._blobs))
+
+    def _bottom_vec(self, layer_id: int) -> list[Blob]:
+        return [self._blobs[i] for i in self.bottom_ids[layer_id]]
+
+    def _top_vec(self, layer_id: int) -> list[Blob]:
+        return [self._blobs[i] for i in self.top_ids[layer_id]]
+
+    def _prune_backward(self, blob_need_backward: list[bool]) -> None:
+        """Skip backward where nothing below feeds a loss, or nothing needs a gradient."""
+        under_loss: set[int] = set()
+        skip: set[int] = set()
+        for layer_id in reversed(range(len(self.layers))):
+            layer = self.layers[layer_id]
+            tops = self.top_ids[layer_id]
+            contributes = any(layer.loss_weights[j] or t in under_loss for j, t in enumerate(tops))
+            skip_down = all(t in skip for t in tops)
+            need = self.bottom_need_backward[layer_id]
+            if self.layer_need_backward[layer_id] and skip_down:
+                self.layer_need_backward[layer_id] = False
+                need[:] = [False] * len(need)
+            if not contributes:
+                self.layer_need_backward[layer_id] = False
+            for j, blob_id in enumerate(self.bottom_ids[layer_id]):
+                if contributes:
+                    under_loss.add(blob_id)
+                else:
+                    need[j] = False
+                if not need[j]:
+                    skip.add(blob_id)
+        if self.param.force_backward:
+            for layer_id, layer in enumerate(self.layers):
+                self.layer_need_backward[layer_id] = True
+                need = self.bottom_need_backward[layer_id]
+                for j in range(len(need)):
+                    need[j] = need[j] or layer.allow_force_backward(j)
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    def _init_params(self) -> None:
+        """Collect parameters; a ParamSpec name seen before shares the owner's blob."""
+        self._params: list[Blob] = []
+        self.param_owners: list[int] = []
+        self.param_layer_indices: list[tuple[int, int]] = []
+        self.learnable_params: list[Blob] = []
+        self.learnable_param_ids: list[int] = []
+        self.params_lr: list[float] = []
+        self.params_weight_decay: list[float] = []
+        self.has_params_lr: list[bool] = []
+        self.has_params_decay: list[bool] = []
+        named: dict[str, int] = {}
+        for layer_id, layer in enumerate(self.layers):
+            layer_param = self.param.layer[layer_id]
+            for j in range(len(layer.blobs)):
+                spec = layer_param.param[j] if j < len(layer_param.param) else None
+                net_id = len(self._params)
+                self.param_layer_indices.append((layer_id, j))
+                name = spec.name if spec is not None else ""
+                if not name or name not in named:
+                    if name:
+                        named[name] = net_id
+                    self.param_owners.append(-1)
+                    self._params.append(layer.blobs[j])
+                    self.learnable_param_ids.append(len(self.learnable_params))
+                    self.learnable_params.append(layer.blobs[j])
+                    self.has_params_lr.append(spec is not None and spec.HasField("lr_mult"))
+                    self.has_params_decay.append(
+                        spec is not None and spec.HasField("decay_mult")
+                    )
+                    self.params_lr.append(spec.lr_mult if spec is not None else 1.0)
+                    self.params_weight_decay.append(spec.decay_mult if spec is not None else 1.0)
+                    continue
+                owner_id = named[name]
+                self.param_owners.append(owner_id)
+                self._share_param(layer, j, spec, owner_id)
+                self._params.append(layer.blobs[j])
+                learnable_id = self.learnable_param_ids[owner_id]
+                self.learnable_param_ids.append(learnable_id)
+                self._merge_multiplier(spec, "lr_mult", learnable_id, self.has_params_lr,
+                                       self.params_lr)
+                self._merge_multiplier(spec, "decay_mult", learnable_id, self.has_params_decay,
+                                       self.params_weight_decay)
+
+    def _share_param(self, layer, j: int, spec, owner_id: int) -> None:
+        from caffelite.proto import caffe_pb2
+
+        owner_layer, owner_j = self.param_layer_indices[owner_id]
+        owner = self.layers[owner_layer].blobs[owner_j]
+        mine = layer.blobs[j]
+        where = (
+            f"shared parameter {spec.name!r}: layer {layer.name!r} param {j} has shape "
+            f"{mine.shape}, owner layer {self._layer_names[owner_layer]!r} has {owner.shape}"
+        )
+        if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+            if mine.count != owner.count:
+                raise CaffeliteError(f"{where} (counts must match)")
+            mine.share_data(owner)
+            mine.share_diff(owner)
+        else:
+            if mine.shape != owner.shape:
+                raise CaffeliteError(f"{where} (shapes must match; or share_mode: PERMISSIVE)")
+            layer.blobs[j] = owner
+
+    def _merge_multiplier(self, spec, field: str, learnable_id: int, has: list, values: list):
+        if not spec.HasField(field):
+            return
+        value = getattr(spec, field)
+        if has[learnable_id] and values[learnable_id] != value:
+            raise CaffeliteError(
+                f"shared parameter {spec.name!r} has mismatched {field}: "
+                f"{values[learnable_id]} and {value}"
+            )
+        has[learnable_id] = True
+        values[learnable_id] = value
+
+    # ---- pycaffe views -------------------------------------------------------
+    @property
+    def params(self) -> OrderedDict:
+        return OrderedDict(
+            (name, layer.blobs) for name, layer in zip(self._layer_names, self.layers)
+            if len(layer.blobs)
+        )
+
+    @property
+    def layer_dict(self) -> OrderedDict:
+        return OrderedDict(zip(self._layer_names, self.layers))
+
+    @property
+    def _blob_loss_weights(self) -> list[float]:
+        return self.blob_loss_weight_list
+
+    @property
+    def blob_loss_weights(self) -> OrderedDict:
+        return OrderedDict(zip(self._blob_names, self.blob_loss_weight_list))
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self._blob_names[i] for i in self.input_ids]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self._blob_names[i] for i in self.output_ids]
+
+    @property
+    def top_names(self) -> OrderedDict:
+        return OrderedDict(
+            (name, [self._blob_names[i] for i in ids])
+            for name, ids in zip(self._layer_names, self.top_ids)
+        )
+
+    @property
+    def bottom_names(self) -> OrderedDict:
+        return OrderedDict(
+            (name, [self._blob_names[i] for i in ids])
+            for name, ids in zip(self._layer_names, self.bottom_ids)
+        )
+
+    def _layer_index(self, name: str) -> int:
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise CaffeliteError(f"net {self.name!r} has no layer named {name!r}") from None
+
+    # ---- running -----------------------------------------------------------
+    def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
+        """Run layers ``start..end`` (inclusive); return the weighted loss."""
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        for layer_id in range(start, end + 1):
+            layer = self.layers[layer_id]
+            bottom, top = self._bottom_vec(layer_id), self._top_vec(layer_id)
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            for j, weight in enumerate(layer.loss_weights):
+                if weight:
+                    loss += weight * float(top[j].data.sum())
+        return loss
+
+    def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
+        """Backpropagate through layers ``start`` down to ``end`` (inclusive)."""
+        start = len(self.layers) - 1 if start is None else start
+        for layer_id in range(start, end - 1, -1):
+            if not self.layer_need_backward[layer_id]:
+                continue
+            layer = self.layers[layer_id]
+            top = self._top_vec(layer_id)
+            for j, weight in enumerate(layer.loss_weights):
+                if weight:
+                    top[j].diff[...] = weight
+            layer.backward(top, self.bottom_need_backward[layer_id], self._bottom_vec(layer_id))
+
+    def forward_backward(self) -> float:
+        """One forward and backward pass over the whole net; the loss (Caffe's ForwardBackward)."""
+        loss = self.forward_from_to()
+        self.backward_from_to()
+        return loss
+
+    def forward(self, blobs=None, start=None, end=None, **inputs) -> dict:
+        """pycaffe's forward: set ``inputs`` by blob name, run, return output arrays."""
+        self._set_arrays(inputs, "data")
+        start_id = self._layer_index(start) if start is not None else 0
+        if end is not None:
+            end_id = self._layer_index(end)
+            wanted = set(self.top_names[end]) | set(blobs or [])
+        else:
+            end_id = len(self.layers) - 1
+            wanted = set(self.outputs) | set(blobs or [])
+        self.forward_from_to(start_id, end_id)
+        return {name: self.blobs[name].data for name in wanted}
+
+    def backward(self, diffs=None, start=None, end=None, **top_diffs) -> dict:
+        """pycaffe's backward: set output diffs by name, run, return input diffs."""
+        self._set_arrays(top_diffs, "diff")
+        start_id = self._layer_index(start) if start is not None else len(self.layers) - 1
+        if end is not None:
+            end_id = self._layer_index(end)
+            wanted = set(self.bottom_names[end]) | set(diffs or [])
+        else:
+            end_id = 0
+            wanted = set(self.inputs) | set(diffs or [])
+        self.backward_from_to(start_id, end_id)
+        return {name: self.blobs[name].diff for name in wanted}
+
+    def _set_arrays(self, arrays: dict, field: str) -> None:
+        for name, array in arrays.items():
+            if name not in self.blobs:
+                raise CaffeliteError(f"net {self.name!r} has no blob named {name!r}")
+            blob = self.blobs[name]
+            if np.shape(array) != blob.shape:
+                raise CaffeliteError(
+                    f"blob {name!r} has shape {blob.shape}; the {field} given has shape "
+                    f"{np.shape(array)} (reshape the blob first)"
+                )
+            getattr(blob, field)[...] = array
+
+    def reshape(self) -> None:
+        for layer_id, layer in enumerate(self.layers):
+            layer.reshape(self._bottom_vec(layer_id), self._top_vec(layer_id))
+
+    def clear_param_diffs(self) -> None:
+        for blob in self.learnable_params:
+            blob.diff[...] = 0
+
+    def update(self) -> None:
+        """data -= diff for every learnable parameter (Caffe's Net::Update)."""
+        for blob in self.learnable_params:
+            blob.data -= blob.diff
+
+    # ---- weights -----------------------------------------------------------
+    def share_with(self, other: Net) -> None:
+        """Use ``other``'s parameter memory for layers of the same name (test nets)."""
+        theirs = other.layer_dict
+        for name, layer in zip(self._layer_names, self.layers):
+            source = theirs.get(name)
+            if source is None or not len(layer.blobs):
+                continue
+            if len(source.blobs) != len(layer.blobs):
+                raise CaffeliteError(
+                    f"cannot share layer {name!r}: {len(source.blobs)} parameter blobs in the "
+                    f"source, {len(layer.blobs)} here"
+                )
+            for j, (mine, src) in enumerate(zip(layer.blobs, source.blobs)):
+                if mine.shape != src.shape:
+                    raise CaffeliteError(
+                        f"cannot share layer {name!r} param {j}: shape {src.shape} in the "
+                        f"source, {mine.shape} here"
+                    )
+                mine.share_data(src)
+
+    def copy_from(self, path) -> None:
+        """Load trained weights from a binary .caffemodel (or .h5), matching layers by name."""
+        from caffelite.proto import caffe_pb2
+
+        path = str(path)
+        if path.endswith((".h5", ".hdf5")):
+            from caffelite.hdf5 import load_net_hdf5
+
+            load_net_hdf5(self, path)
+            return
+        param = read_binary(path, caffe_pb2.NetParameter())
+        self.copy_trained_layers(param, path)
+
+    def copy_trained_layers(self, param, source: str = "<NetParameter>") -> None:
+        mine = self.layer_dict
+        for layer_param in list(param.layer) + list(param.layers):
+            layer = mine.get(layer_param.name)
+            if layer is None or not len(layer_param.blobs):
+                continue
+            if len(layer_param.blobs) != len(layer.blobs):
+                raise CaffeliteError(
+                    f"{source}: layer {layer_param.name!r} has {len(layer_param.blobs)} "
+                    f"parameter blobs in the file, {len(layer.blobs)} in the net"
+                )
+            for j, (proto, blob) in enumerate(zip(layer_param.blobs, layer.blobs)):
+                shape = proto_shape(proto)
+                if not _shapes_match(shape, blob.shape):
+                    raise CaffeliteError(
+                        f"{source}: cannot copy param {j} of layer {layer_param.name!r}: shape "
+                        f"{shape} in the file, {blob.shape} in the net. To learn this layer "
+                        "from scratch instead, rename it."
+                    )
+                values = _blob_values(proto, blob.count)
+                if values is None:
+                    raise CaffeliteError(
+                        f"{source}: param {j} of layer {layer_param.name!r} is truncated "
+                        f"(expected {blob.count} values)"
+                    )
+                blob.data[...] = values.reshape(blob.shape)
+
+    def to_proto(self, write_diff: bool = False):
+        """The net as a NetParameter with its weights (Caffe's Net::ToProto)."""
+        from caffelite.proto import caffe_pb2
+
+        param = caffe_pb2.NetParameter(name=self.name)
+        for layer in self.layers:
+            entry = param.layer.add()
+            entry.CopyFrom(layer.layer_param)
+            del entry.blobs[:]
+            entry.blobs.extend(blob.to_proto(write_diff) for blob in layer.blobs)
+        return param
+
+    def save(self, path) -> None:
+        """Write a binary .caffemodel that Caffe can read (atomically)."""
+        write_binary_atomic(path, self.to_proto())
+
+
+def _shapes_match(file_shape: tuple[int, ...], net_shape: tuple[int, ...]) -> bool:
+    """Equal shapes, or a legacy 4-d shape equal to the net's after padding with 1s."""
+    if file_shape == net_shape:
+        return True
+    if len(file_shape) == 4 and len(net_shape) <= 4:
+        return file_shape == (1,) * (4 - len(net_shape)) + tuple(net_shape)
+    return False
+
+
+def _blob_values(proto, count: int):
+    for field in ("data", "double_data"):
+        values = getattr(proto, field)
+        if len(values) == count:
+            return np.asarray(values, dtype=np.float32)
+    return None

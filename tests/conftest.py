@@ -1,0 +1,29 @@
+"""Shared pytest setup: the --runslow switch for the long end-to-end runs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = Path(os.environ.get("CAFFELITE_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run the long end-to-end tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="long run: pass --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"MNIST not found in {SHARED_MNIST}")
+    return SHARED_MNIST

@@ -48,8 +48,8 @@ def _uniform(param, shape, rng):
 def _gaussian(param, shape, rng):
     values = rng.normal(param.mean, param.std, size=shape)
     if param.sparse >= 0:
-        if len(shape) < 2:
-            raise CaffeliteError("a sparse gaussian filler needs a blob with at least 2 axes")
+        if len(shape) < 1:
+            raise CaffeliteError("a sparse gaussian filler needs a blob with at least 1 axis")
         non_zero_probability = param.sparse / shape[0]
         values *= rng.random(size=shape) < non_zero_probability
     return values
@@ -75,7 +75,9 @@ def _msra(param, shape, rng):
 def _bilinear(param, shape, rng):
     """Upsampling kernels for Deconvolution (FCN): a separable triangle per channel."""
     if len(shape) != 4 or shape[2] != shape[3]:
-        raise CaffeliteError(f"the bilinear filler needs a 4-d blob with square kernels, got {shape}")
+        raise CaffeliteError(
+            f"the bilinear filler needs a 4-d blob with square kernels, got {shape}"
+        )
     size = shape[3]
     f = math.ceil(size / 2.0)
     c = (2 * f - 1 - f % 2) / (2.0 * f)

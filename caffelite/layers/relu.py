@@ -27,8 +27,11 @@ def relu_backward(xp, x, dy, dx, slope: float, scratch) -> None:
     if slope == 0:
         xp.multiply(dy, x > 0, out=dx)
         return
-    scratch[...] = slope
-    scratch[x > 0] = 1
+    xp.greater(x, 0, out=scratch)  # 1.0 where x > 0, else 0.0
+    if 0 <= slope <= 1:
+        xp.maximum(scratch, slope, out=scratch)  # exactly 1 or slope, no branchy select
+    else:
+        scratch[...] = xp.where(scratch > 0, 1, slope)
     xp.multiply(dy, scratch, out=dx)
 
 

@@ -29,7 +29,7 @@ def split_axis(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 
 def canonical_axis(layer: Layer, blob, axis: int, what: str = "axis") -> int:
     """``blob.canonical_axis_index(axis)`` with an error that names the layer."""
-    if not -blob.num_axes <= axis < max(blob.num_axes, 1):
+    if not -blob.num_axes <= axis < blob.num_axes:
         raise layer.error(f"{what} {axis} is out of range for a bottom of shape {blob.shape}")
     return axis + blob.num_axes if axis < 0 else axis
 

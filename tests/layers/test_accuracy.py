@@ -39,7 +39,7 @@ def accuracy_reference(scores, labels, top_k=1, axis=1, ignore_label=None):
                 hits += 1
                 per_hits[label] += 1
     accuracy = hits / count if count else 0.0
-    per_class = np.array([h / n if n else 0.0 for h, n in zip(per_hits, per_count)])
+    per_class = np.array([h / n if n else 0.0 for h, n in zip(per_hits, per_count, strict=True)])
     return np.array(accuracy), per_class
 
 

@@ -30,7 +30,7 @@ def _reference(slope):
     return ref
 
 
-@pytest.mark.parametrize("slope", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("slope", [0.0, 0.1, 0.5, 2.0, -0.5])
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (7,), (3, 4)])
 def test_forward_and_gradient(slope, shape):
     check_layer(
@@ -70,7 +70,7 @@ def _in_place(slope, x):
     return layer, blob
 
 
-@pytest.mark.parametrize("slope", [0.0, 0.1])
+@pytest.mark.parametrize("slope", [0.0, 0.1, 1.5])
 def test_in_place_forward_backward(slope):
     x = _inputs((3, 4, 5), seed=1)
     layer, blob = _in_place(slope, x)

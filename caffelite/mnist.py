@@ -154,6 +154,7 @@ def read_mnist_csv(path, rows: int = 28, cols: int = 28) -> tuple[np.ndarray, np
     lines = text.splitlines()
     columns = 1 + rows * cols
     body: list[str] = []
+    numbers: list[int] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -166,6 +167,7 @@ def read_mnist_csv(path, rows: int = 28, cols: int = 28) -> tuple[np.ndarray, np
                 f"(label + {rows}x{cols} pixels), found {found}"
             )
         body.append(line)
+        numbers.append(number)
     if not body:
         raise CaffeliteError(f"{path}: no data lines")
     try:
@@ -177,7 +179,7 @@ def read_mnist_csv(path, rows: int = 28, cols: int = 28) -> tuple[np.ndarray, np
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise CaffeliteError(
-            f"{path}, data line {row + 1}, column {col + 1}: value {values[row, col]!r} is not "
+            f"{path}, line {numbers[row]}, column {col + 1}: value {values[row, col]:g} is not "
             + ("a non-negative integer label" if col == 0 else "an integer pixel in 0..255")
         )
     labels = values[:, 0].astype(np.int64)

@@ -41,6 +41,7 @@ _envs_lock = threading.Lock()
 
 
 def _acquire_env(path: str):
+    """(env, key): the shared read-only environment and the key to release it with."""
     import lmdb
 
     key = os.path.realpath(path)
@@ -55,11 +56,10 @@ def _acquire_env(path: str):
                 raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
             entry = _envs[key] = [env, 0]
         entry[1] += 1
-        return entry[0]
+        return entry[0], key
 
 
-def _release_env(path: str) -> None:
-    key = os.path.realpath(path)
+def _release_env(key: str) -> None:
     with _envs_lock:
         entry = _envs.get(key)
         if entry is None:
@@ -132,8 +132,9 @@ class _Prefetcher:
     """The reader thread and its buffer queues; deliberately holds no reference to the
     layer, so an abandoned layer can be garbage collected (its finalizer stops us)."""
 
-    def __init__(self, env, source, batch_size, skip, transformer, rng, prefetch):
+    def __init__(self, env, env_key, source, batch_size, skip, transformer, rng, prefetch):
         self.env = env
+        self.env_key = env_key
         self.source = source
         self.batch_size = batch_size
         self.skip = skip
@@ -145,6 +146,7 @@ class _Prefetcher:
             self.free.put(_Batch())
         self.stop = threading.Event()
         self.closed = False
+        self.release_on_exit = False
         self.failure: _Failure | None = None
         self.thread = threading.Thread(
             target=self._run, name=f"caffelite-prefetch:{source}", daemon=True
@@ -164,9 +166,9 @@ class _Prefetcher:
             for _ in range(self.skip):
                 if not cursor.next():
                     cursor.first()
-            while not self.stop.is_set():
-                batch = self._take(self.free)
-                if batch is None:
+            while True:
+                batch = self.free.get()  # close() puts None to wake us up
+                if batch is None or self.stop.is_set():
                     break
                 keys, values = [], []
                 for _ in range(self.batch_size):
@@ -186,14 +188,8 @@ class _Prefetcher:
         finally:
             if txn is not None:
                 txn.abort()
-
-    def _take(self, q: queue.Queue):
-        while not self.stop.is_set():
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return None
+            if self.release_on_exit:
+                _release_env(self.env_key)
 
     # -- the consumer --------------------------------------------------------------------
     def next_batch(self) -> _Batch:
@@ -222,12 +218,18 @@ class _Prefetcher:
             return
         self.closed = True
         self.stop.set()
+        if threading.current_thread() is self.thread:
+            # a garbage collection inside the reader finalized the layer: it cannot join
+            # itself, so it releases the database on its way out
+            self.release_on_exit = True
+            return
+        self.free.put(None)
         if self.thread.is_alive():
             self.thread.join(timeout=10.0)
         if self.thread.is_alive():  # stuck in a read: leave the env open rather than crash it
             logger.warning("prefetch thread for %s did not stop", self.source)
             return
-        _release_env(self.source)
+        _release_env(self.env_key)
 
 
 def _transform_param(layer_param):
@@ -253,6 +255,7 @@ class DataLayer(Layer):
     _prefetcher: _Prefetcher | None = None
 
     def setup(self, bottom, top):
+        self.close()  # set up again: stop the previous reader
         p = self.layer_param.data_param
         if p.batch_size <= 0:
             raise self.error("data_param.batch_size must be positive")
@@ -272,7 +275,7 @@ class DataLayer(Layer):
         self.batch_size = int(p.batch_size)
         self.output_labels = len(top) > 1
 
-        env = _acquire_env(source)
+        env, env_key = _acquire_env(source)
         try:
             entries = env.stat()["entries"]
             if entries == 0:
@@ -284,18 +287,18 @@ class DataLayer(Layer):
             # crop and mean problems surface here rather than in the thread
             shape = self.transformer.infer_blob_shape(images.shape)
         except CaffeliteError as exc:
-            _release_env(source)
+            _release_env(env_key)
             raise self.error(str(exc)) from None
         except BaseException:
-            _release_env(source)
+            _release_env(env_key)
             raise
-        # Caffe's rand_skip: start a random number of records in (legacy, for multi-run runs).
+        # Caffe's rand_skip: start 0..rand_skip-1 records in, so that runs differ in order.
         skip = int(get_rng().integers(p.rand_skip)) % entries if p.rand_skip else 0
         # The thread draws crops/flips from its own generator, seeded here from the global
         # one, so a run is reproducible whatever the thread timing.
         rng = np.random.default_rng(int(get_rng().integers(2**63)))
         self._prefetcher = _Prefetcher(
-            env, source, self.batch_size, skip, self.transformer, rng, int(p.prefetch)
+            env, env_key, source, self.batch_size, skip, self.transformer, rng, int(p.prefetch)
         )
         self._finalizer = weakref.finalize(self, self._prefetcher.close)
         self._prefetcher.start()
@@ -476,8 +479,12 @@ class MemoryDataLayer(Layer):
             )
         xp = self.xp
         b, pos = self.batch_size, self._pos
+        if pos + b <= self._n:
+            items = slice(pos, pos + b)
+        else:  # only after set_batch_size changed the stride: wrap instead of overrunning
+            items = (pos + np.arange(b)) % self._n
         top[0].reshape(b, self.channels, self.height, self.width)
-        top[0].data[...] = xp.asarray(self._data[pos : pos + b])
+        top[0].data[...] = xp.asarray(self._data[items])
         top[1].reshape(b)
-        top[1].data[...] = xp.asarray(self._labels[pos : pos + b])
+        top[1].data[...] = xp.asarray(self._labels[items])
         self._pos = (pos + b) % self._n

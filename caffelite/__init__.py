@@ -3,6 +3,7 @@
 The names here are pycaffe's, so existing pycaffe code runs unchanged.
 """
 
+from caffelite import io
 from caffelite.backend import set_device, set_mode_cpu, set_mode_gpu
 from caffelite.blob import Blob
 from caffelite.errors import CaffeliteError
@@ -13,6 +14,6 @@ from caffelite.rng import set_random_seed
 __version__ = "0.1.0"
 
 __all__ = [
-    "Blob", "CaffeliteError", "Layer", "Net", "TEST", "TRAIN", "layer_type_list",
+    "Blob", "CaffeliteError", "io", "Layer", "Net", "TEST", "TRAIN", "layer_type_list",
     "register_layer", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
 ]

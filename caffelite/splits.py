@@ -19,6 +19,17 @@ def split_blob_name(layer_name: str, blob_name: str, top_index: int, split_index
     return f"{split_layer_name(layer_name, blob_name, top_index)}_{split_index}"
 
 
+def _loss_weights(layer) -> list[float]:
+    """Explicit loss weights, or a loss layer's implicit 1 on its first top.
+
+    Caffe reads only the explicit ones here, so a loss top that also feeds another
+    layer loses one of its gradients; counting the implicit weight avoids that.
+    """
+    if layer.loss_weight:
+        return list(layer.loss_weight)
+    return [1.0] if layer.type.endswith("Loss") else []
+
+
 def insert_splits(param):
     """Return a copy of the NetParameter ``param`` with Split layers inserted."""
     last_producer: dict[str, tuple[int, int]] = {}
@@ -36,7 +47,7 @@ def insert_splits(param):
             consumers[last_producer[blob]] += 1
         for j, blob in enumerate(layer.top):
             last_producer[blob] = (i, j)
-        for j, weight in enumerate(layer.loss_weight[: len(layer.top)]):
+        for j, weight in enumerate(_loss_weights(layer)[: len(layer.top)]):
             if weight:
                 loss_weight[(i, j)] = weight
                 consumers[(i, j)] += 1
@@ -67,7 +78,9 @@ def insert_splits(param):
             if weight:
                 # The split's first top carries the loss; the producer's own top no longer does.
                 split.loss_weight.extend([weight] + [0.0] * (count - 1))
-                if len(layer.loss_weight) > j:
-                    layer.loss_weight[j] = 0.0
+                weights = _loss_weights(layer) + [0.0] * len(layer.top)
+                weights[j] = 0.0
+                del layer.loss_weight[:]
+                layer.loss_weight.extend(weights[: len(layer.top)])
                 handed_out[(i, j)] = 1
     return result

@@ -415,3 +415,46 @@ def test_lenet_shapes_in_train_phase():
     }
     assert [b.shape for b in net.params["conv1"]] == [(20, 1, 5, 5), (20,)]
     assert [b.shape for b in net.params["ip1"]] == [(500, 800), (500,)]
+
+
+def test_lenet_train_test_shapes_with_batch_64(tmp_path, monkeypatch):
+    import numpy as np_
+
+    from caffelite.mnist import write_lmdb
+
+    rng = np_.random.default_rng(0)
+    for name in ("mnist_train_lmdb", "mnist_test_lmdb"):
+        write_lmdb(str(tmp_path / "data/mnist" / name),
+                   rng.integers(0, 256, (100, 28, 28), dtype=np_.uint8), rng.integers(0, 10, 100))
+    monkeypatch.chdir(tmp_path)
+    net = caffe.Net(str(REPO / "models/lenet/lenet_train_test.prototxt"), caffe.TRAIN)
+    expected = {
+        "data": (64, 1, 28, 28), "label": (64,), "conv1": (64, 20, 24, 24),
+        "pool1": (64, 20, 12, 12), "conv2": (64, 50, 8, 8), "pool2": (64, 50, 4, 4),
+        "ip1": (64, 500), "ip2": (64, 10), "loss": (),
+    }
+    assert {name: blob.shape for name, blob in net.blobs.items()} == expected
+    assert "accuracy" not in net.blobs
+    test_net = caffe.Net(str(REPO / "models/lenet/lenet_train_test.prototxt"), caffe.TEST)
+    assert test_net.blobs["data"].shape == (100, 1, 28, 28)
+    assert test_net.outputs == ["accuracy", "loss"]
+    loss = net.forward_backward()
+    assert 1.0 < loss < 4.0  # about log(10) for untrained weights
+
+
+def test_loss_top_feeding_another_loss_gets_both_gradients():
+    chained = make_net(MLP + """
+    layer { name: "double" type: "Python" bottom: "loss" top: "loss2" loss_weight: 1
+            python_param { module: "pylayers" layer: "ScaleByParam" param_str: "2" } }
+    """)
+    base = make_net(MLP)
+    for source, target in zip(base.learnable_params, chained.learnable_params):
+        target.data[...] = source.data
+    for net in (base, chained):
+        net.blobs["x"].data[...] = np.linspace(-1, 1, 12).reshape(4, 3)
+        net.clear_param_diffs()
+    loss_base = base.forward_backward()
+    loss_chained = chained.forward_backward()
+    assert loss_chained == pytest.approx(3 * loss_base, rel=1e-6)
+    np.testing.assert_allclose(chained.params["ip2"][0].diff, 3 * base.params["ip2"][0].diff,
+                               rtol=1e-5)

@@ -10,10 +10,20 @@ from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
 from caffelite.net import Net
 from caffelite.rng import set_random_seed
+from caffelite.solver import Solver, get_solver
+from caffelite.solvers import (
+    AdaDeltaSolver,
+    AdaGradSolver,
+    AdamSolver,
+    NesterovSolver,
+    RMSPropSolver,
+    SGDSolver,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Blob", "CaffeliteError", "io", "Layer", "Net", "TEST", "TRAIN", "layer_type_list",
-    "register_layer", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
+    "register_layer", "Solver", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
+    "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
 ]

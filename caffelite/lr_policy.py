@@ -69,9 +69,5 @@ def learning_rate(param, iteration: int, current_step: int = 0) -> tuple[float, 
             return 0.0, current_step
         return base_lr / (1.0 + math.exp(exponent)), current_step
     if not policy:
-        raise CaffeliteError(
-            f"the solver has no lr_policy; set one of: {', '.join(POLICIES)}"
-        )
-    raise CaffeliteError(
-        f"unknown lr_policy {policy!r}; known policies: {', '.join(POLICIES)}"
-    )
+        raise CaffeliteError(f"the solver has no lr_policy; set one of: {', '.join(POLICIES)}")
+    raise CaffeliteError(f"unknown lr_policy {policy!r}; known policies: {', '.join(POLICIES)}")

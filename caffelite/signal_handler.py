@@ -47,8 +47,9 @@ class SignalHandler:
     ``solver.set_action_function(handler.get_requested_action)``.
     """
 
-    def __init__(self, sigint_action: str = SolverAction.STOP,
-                 sighup_action: str = SolverAction.SNAPSHOT):
+    def __init__(
+        self, sigint_action: str = SolverAction.STOP, sighup_action: str = SolverAction.SNAPSHOT
+    ):
         self.sigint_action = parse_action(sigint_action)
         self.sighup_action = parse_action(sighup_action)
         self._got_sigint = False
@@ -116,6 +117,6 @@ class SignalHandler:
             return self.sigint_action
         return SolverAction.NONE
 
-    #: Caffe's name for handing the query to a solver.
     def get_action_function(self):
+        """The query to hand to ``Solver.set_action_function`` (Caffe's name)."""
         return self.get_requested_action

@@ -8,7 +8,7 @@ from caffelite.testing import build_layer, check_layer
 def reference(x, y):
     n = x.shape[0]
     total = 0.0
-    for a, b in zip(x.ravel(), y.ravel()):
+    for a, b in zip(x.ravel(), y.ravel(), strict=True):
         total += (a - b) ** 2
     return np.array(total / n / 2.0)
 
@@ -53,7 +53,8 @@ def test_float32_keeps_dtype():
 
 
 def test_mismatched_inputs():
-    with pytest.raises(CaffeliteError, match=r"same number of values per sample.*\(4, 3\).*\(4, 2\)"):
+    message = r"same number of values per sample.*\(4, 3\).*\(4, 2\)"
+    with pytest.raises(CaffeliteError, match=message):
         build_layer('type: "EuclideanLoss"', [np.zeros((4, 3)), np.zeros((4, 2))])
     with pytest.raises(CaffeliteError, match="same first dimension"):
         build_layer('type: "EuclideanLoss"', [np.zeros((4, 3)), np.zeros((2, 6))])

@@ -37,24 +37,28 @@ _CREATE_HINT = (
 # py-lmdb refuses to open one environment twice in a process, yet a TRAIN and a TEST net
 # may read the same database: environments are shared and reference counted.
 _envs: dict[str, list] = {}
+#: How often a reader that has its database to itself unmaps what it has read.
+REMAP_EVERY_RECORDS = 4096
 _envs_lock = threading.Lock()
+
+
+def _open_env(path: str):
+    import lmdb
+
+    try:
+        return lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path),
+                         max_readers=512)
+    except lmdb.Error as exc:
+        raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
 
 
 def _acquire_env(path: str):
     """(env, key): the shared read-only environment and the key to release it with."""
-    import lmdb
-
     key = os.path.realpath(path)
     with _envs_lock:
         entry = _envs.get(key)
         if entry is None:
-            try:
-                env = lmdb.open(
-                    path, readonly=True, lock=False, subdir=os.path.isdir(path), max_readers=512
-                )
-            except lmdb.Error as exc:
-                raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
-            entry = _envs[key] = [env, 0]
+            entry = _envs[key] = [_open_env(path), 0]
         entry[1] += 1
         return entry[0], key
 
@@ -68,6 +72,22 @@ def _release_env(key: str) -> None:
         if entry[1] <= 0:
             del _envs[key]
             entry[0].close()
+
+
+def _remap_env(key: str, path: str, env):
+    """Reopen ``env`` if this reader is its only user, dropping the pages it has mapped.
+
+    LMDB reads through a memory map, and every page read stays resident in the
+    process until the map goes away: over an epoch the whole database would count
+    towards the process's memory. Returns the environment to use from now on.
+    """
+    with _envs_lock:
+        entry = _envs.get(key)
+        if entry is None or entry[0] is not env or entry[1] != 1:
+            return env
+        env.close()
+        entry[0] = _open_env(path)
+        return entry[0]
 
 
 # ---- reading Datum records ---------------------------------------------------------------
@@ -166,6 +186,7 @@ class _Prefetcher:
             for _ in range(self.skip):
                 if not cursor.next():
                     cursor.first()
+            since_remap = 0
             while True:
                 batch = self.free.get()  # close() puts None to wake us up
                 if batch is None or self.stop.is_set():
@@ -176,6 +197,10 @@ class _Prefetcher:
                     values.append(cursor.value())
                     if not cursor.next():
                         cursor.first()
+                since_remap += self.batch_size
+                if since_remap >= REMAP_EVERY_RECORDS:
+                    since_remap = 0
+                    txn, cursor = self._remap(txn, cursor.key())
                 images, labels = _decode_batch(values, keys, self.source)
                 shape = self.transformer.infer_blob_shape(images.shape)
                 if batch.data.shape != shape:
@@ -190,6 +215,16 @@ class _Prefetcher:
                 txn.abort()
             if self.release_on_exit:
                 _release_env(self.env_key)
+
+    def _remap(self, txn, next_key: bytes):
+        """Reopen the database (see ``_remap_env``) and put a cursor back on ``next_key``."""
+        txn.abort()
+        self.env = _remap_env(self.env_key, self.env_key, self.env)
+        txn = self.env.begin(buffers=False)
+        cursor = txn.cursor()
+        if not cursor.set_key(next_key):
+            raise CaffeliteError(f"LMDB {self.source!r} changed while it was being read")
+        return txn, cursor
 
     # -- the consumer --------------------------------------------------------------------
     def next_batch(self) -> _Batch:

@@ -82,6 +82,24 @@ def test_reads_in_key_order_and_wraps(layers, synthetic):
     assert order == [i % 10 for i in range(20)]
 
 
+def test_reader_remaps_the_database_without_losing_its_place(layers, synthetic, monkeypatch):
+    """Reopening the database to drop mapped pages must not change what is read."""
+    from caffelite.layers import data as data_module
+
+    opened = []
+    real_open = data_module._open_env
+    monkeypatch.setattr(data_module, "REMAP_EVERY_RECORDS", 3)
+    monkeypatch.setattr(data_module, "_open_env", lambda path: opened.append(path) or real_open(path))
+    source, images, labels = synthetic
+    layer, top = layers(data_text(source, 4))
+    order = []
+    for _ in range(6):  # 24 records from 10: remapped after each batch, wrapping twice
+        _, label = forward(layer, top)
+        order += (label - 10).astype(int).tolist()
+    assert order == [i % 10 for i in range(24)]
+    assert len(opened) >= 5
+
+
 def test_single_top_and_float64_blobs(layers, synthetic):
     source, images, _ = synthetic
     layer, top = layers(data_text(source, 3), num_top=1, dtype=np.float64)

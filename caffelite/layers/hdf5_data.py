@@ -1,0 +1,217 @@
+"""HDF5 input and output layers (Caffe's HDF5DataLayer and HDF5OutputLayer).
+
+``HDF5Data`` reads the files listed (one per whitespace-separated entry, paths as
+written, relative to the working directory) in ``hdf5_data_param.source``. Each top
+is filled from the dataset of the same name; all of a file's datasets share their
+first (row) axis. A file is loaded whole, rows are served in order (or a shuffled
+order), and a batch continues into the next file when one runs out; after the last
+file it wraps to the first. With ``shuffle`` the file order is reshuffled on each
+pass and the rows of each file on each load, as in Caffe.
+
+``HDF5Output`` writes its two bottoms to the datasets "data" and "label" of
+``hdf5_output_param.file_name``, appending each batch along the first axis (Caffe
+writes one batch and fails on the next; appending keeps every batch).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+import numpy as np
+
+from caffelite import backend
+from caffelite.errors import CaffeliteError
+from caffelite.layer import Layer, register_layer
+from caffelite.rng import get_rng
+
+
+def read_source_list(source: str, what: str) -> list[str]:
+    """The whitespace-separated entries of a list file (Caffe reads it with ``>>``)."""
+    if not source:
+        raise CaffeliteError(f"{what}: source is empty; give the path of a list file")
+    try:
+        with open(source) as handle:
+            entries = handle.read().split()
+    except OSError as exc:
+        raise CaffeliteError(
+            f"{what}: cannot open source list {source!r}: {exc.strerror}"
+        ) from None
+    if not entries:
+        raise CaffeliteError(f"{what}: source list {source!r} lists no files")
+    return entries
+
+
+@register_layer("HDF5Data")
+class HDF5DataLayer(Layer):
+    """Serves rows of HDF5 datasets named like the tops, ``batch_size`` at a time."""
+
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+
+    def setup(self, bottom, top):
+        if self.layer_param.HasField("transform_param"):
+            raise self.error("HDF5Data does not transform data; remove transform_param")
+        p = self.layer_param.hdf5_data_param
+        self.batch_size = int(p.batch_size)
+        if self.batch_size <= 0:
+            raise self.error(f"hdf5_data_param.batch_size must be positive, got {self.batch_size}")
+        self.shuffle = bool(p.shuffle)
+        self.source = p.source
+        try:
+            self.filenames = read_source_list(p.source, "hdf5_data_param")
+        except CaffeliteError as exc:
+            raise self.error(str(exc)) from None
+        self.dataset_names = list(self.layer_param.top)
+        self._dtype = top[0].dtype
+        self._file_order = np.arange(len(self.filenames))
+        if self.shuffle:
+            get_rng().shuffle(self._file_order)
+        self._file_pos = 0
+        self._row_shapes: list[tuple[int, ...]] | None = None
+        self._load(self._file_order[0])
+        self._row_shapes = [a.shape[1:] for a in self._arrays]
+        self._row = 0
+        self.reshape(bottom, top)
+
+    def _load(self, file_index: int) -> None:
+        """Read every top's dataset of one file into host memory (Caffe's LoadHDF5FileData)."""
+        from caffelite.hdf5 import require_h5py
+
+        h5py = require_h5py()
+        path = self.filenames[file_index]
+        if not os.path.isfile(path):
+            raise self.error(
+                f"HDF5 file {path!r} (listed in {self.source!r}; relative paths are taken "
+                "from the working directory) does not exist"
+            )
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as exc:
+            raise self.error(f"cannot open HDF5 file {path!r}: {exc}") from None
+        arrays = []
+        with handle:
+            for name in self.dataset_names:
+                dataset = handle.get(name)
+                if not isinstance(dataset, h5py.Dataset):
+                    found = ", ".join(sorted(handle)) or "none"
+                    raise self.error(
+                        f"HDF5 file {path!r} has no dataset {name!r} (tops are read from the "
+                        f"datasets of the same name; the file has: {found})"
+                    )
+                if dataset.ndim < 1 or dataset.dtype.kind not in "fiub":
+                    raise self.error(
+                        f"dataset {name!r} in {path!r} must be a numeric array with at least "
+                        f"one axis, got shape {dataset.shape} of type {dataset.dtype}"
+                    )
+                arrays.append(np.asarray(dataset[()], dtype=self._dtype))
+        rows = arrays[0].shape[0]
+        for name, array in zip(self.dataset_names, arrays, strict=True):
+            if array.shape[0] != rows:
+                raise self.error(
+                    f"datasets of {path!r} differ in rows: {self.dataset_names[0]!r} has "
+                    f"{rows}, {name!r} has {array.shape[0]}"
+                )
+            if array.shape[0] == 0:
+                raise self.error(f"dataset {name!r} in {path!r} has no rows")
+        if self._row_shapes is not None:
+            expected = zip(self.dataset_names, arrays, self._row_shapes, strict=True)
+            for name, array, shape in expected:
+                if array.shape[1:] != shape:
+                    raise self.error(
+                        f"dataset {name!r} in {path!r} has rows of shape {array.shape[1:]}, "
+                        f"but the first file's rows are {shape}"
+                    )
+        self._arrays = arrays
+        self._rows = np.arange(rows)
+        if self.shuffle:
+            get_rng().shuffle(self._rows)
+
+    def _next_file(self) -> None:
+        """At the end of a file: the next one (wrapping, reshuffling), or reshuffle rows."""
+        if len(self.filenames) > 1:
+            self._file_pos += 1
+            if self._file_pos == len(self.filenames):
+                self._file_pos = 0
+                if self.shuffle:
+                    get_rng().shuffle(self._file_order)
+            self._load(self._file_order[self._file_pos])
+        elif self.shuffle:
+            get_rng().shuffle(self._rows)
+        self._row = 0
+
+    def reshape(self, bottom, top):
+        for blob, shape in zip(top, self._row_shapes, strict=True):
+            blob.reshape((self.batch_size,) + shape)
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        filled = 0
+        while filled < self.batch_size:
+            take = min(self.batch_size - filled, len(self._rows) - self._row)
+            rows = self._rows[self._row : self._row + take]
+            for blob, array in zip(top, self._arrays, strict=True):
+                blob.data[filled : filled + take] = xp.asarray(array[rows])
+            filled += take
+            self._row += take
+            if self._row == len(self._rows):
+                self._next_file()
+
+
+@register_layer("HDF5Output")
+class HDF5OutputLayer(Layer):
+    """Appends bottom 0 to dataset "data" and bottom 1 to "label" of an HDF5 file."""
+
+    exact_num_bottom_blobs = 2
+    exact_num_top_blobs = 0
+    allow_force_backward_bottoms = False
+
+    DATASETS = ("data", "label")
+
+    def setup(self, bottom, top):
+        from caffelite.hdf5 import require_h5py
+
+        h5py = require_h5py()
+        self.file_name = self.layer_param.hdf5_output_param.file_name
+        if not self.file_name:
+            raise self.error("hdf5_output_param.file_name is empty; give the output file")
+        try:
+            self._file = h5py.File(self.file_name, "w")
+        except OSError as exc:
+            raise self.error(f"cannot create HDF5 file {self.file_name!r}: {exc}") from None
+        self._finalizer = weakref.finalize(self, self._file.close)
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[:1] != bottom[1].shape[:1] or not bottom[0].shape:
+            raise self.error(
+                f"data and label must have the same batch size (first axis); got shapes "
+                f"{bottom[0].shape} and {bottom[1].shape}"
+            )
+
+    def forward(self, bottom, top):
+        if not self._finalizer.alive:
+            raise self.error(f"HDF5 file {self.file_name!r} is already closed")
+        for name, blob in zip(self.DATASETS, bottom, strict=True):
+            values = backend.to_numpy(blob.data)
+            dataset = self._file.get(name)
+            if dataset is None:
+                self._file.create_dataset(
+                    name, data=values, maxshape=(None,) + values.shape[1:], chunks=True
+                )
+                continue
+            if dataset.shape[1:] != values.shape[1:]:
+                raise self.error(
+                    f"bottom {name!r} has shape {values.shape}, but earlier batches written to "
+                    f"{self.file_name!r} had rows of shape {dataset.shape[1:]}"
+                )
+            start = dataset.shape[0]
+            dataset.resize(start + values.shape[0], axis=0)
+            dataset[start:] = values
+        self._file.flush()
+
+    def backward(self, top, propagate_down, bottom):
+        """An output sink: nothing flows back."""
+
+    def close(self) -> None:
+        """Close the output file (also done when the layer is garbage collected)."""
+        self._finalizer()

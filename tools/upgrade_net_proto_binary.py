@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Rewrite a binary net (.caffemodel) in the current format (Caffe's upgrade_net_proto_binary).
+
+    python tools/upgrade_net_proto_binary.py OLD.caffemodel NEW.caffemodel
+
+Legacy V0/V1 ``layers`` entries (with their weights) become ``layer`` entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+try:
+    import caffelite  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from caffelite.errors import CaffeliteError
+from caffelite.proto import caffe_pb2
+from caffelite.prototxt import read_binary, write_binary_atomic
+from caffelite.upgrade import upgrade_net
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("input", help="the binary NetParameter in an old format")
+    parser.add_argument("output", help="where to write the upgraded binary NetParameter")
+    args = parser.parse_args(argv)
+    try:
+        param = read_binary(args.input, caffe_pb2.NetParameter())
+        if len(param.layers) or len(param.input):
+            upgrade_net(param, args.input)
+        else:
+            print(f"{args.input} is already in the current format", file=sys.stderr)
+        write_binary_atomic(args.output, param)
+    except CaffeliteError as exc:
+        print(f"upgrade_net_proto_binary: {exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote upgraded NetParameter binary proto to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,12 +3,13 @@
 The names here are pycaffe's, so existing pycaffe code runs unchanged.
 """
 
-from caffelite import io
+from caffelite import io, layers
 from caffelite.backend import set_device, set_mode_cpu, set_mode_gpu
 from caffelite.blob import Blob
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
 from caffelite.net import Net
+from caffelite.net_spec import NetSpec, params, to_proto
 from caffelite.rng import set_random_seed
 from caffelite.solver import Solver, get_solver
 from caffelite.solvers import (
@@ -23,7 +24,7 @@ from caffelite.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Blob", "CaffeliteError", "io", "Layer", "Net", "TEST", "TRAIN", "layer_type_list",
+    "Blob", "CaffeliteError", "io", "layers", "NetSpec", "params", "to_proto", "Layer", "Net", "TEST", "TRAIN", "layer_type_list",
     "register_layer", "Solver", "get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver",
     "RMSPropSolver", "AdaDeltaSolver", "AdamSolver", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
 ]

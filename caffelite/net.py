@@ -437,11 +437,24 @@ class Net:
             load_net_hdf5(self, path)
             return
         param = read_binary(path, caffe_pb2.NetParameter())
+        if len(param.layers):  # V0/V1 weights keep names and blobs in the old fields
+            upgrade_net(param, path)
         self.copy_trained_layers(param, path)
+
+    def save_hdf5(self, path, write_diff: bool = False) -> None:
+        """Write the weights in Caffe's HDF5 layout (needs h5py)."""
+        from caffelite.hdf5 import save_net_hdf5
+
+        save_net_hdf5(self, path, write_diff)
+
+    def load_hdf5(self, path) -> None:
+        from caffelite.hdf5 import load_net_hdf5
+
+        load_net_hdf5(self, path)
 
     def copy_trained_layers(self, param, source: str = "<NetParameter>") -> None:
         mine = self.layer_dict
-        for layer_param in list(param.layer) + list(param.layers):
+        for layer_param in param.layer:
             layer = mine.get(layer_param.name)
             if layer is None or not len(layer_param.blobs):
                 continue

@@ -674,11 +674,12 @@ class Solver:
         fmt = self.param.snapshot_format
         if fmt == caffe_pb2.SolverParameter.BINARYPROTO:
             model_filename = self.snapshot_to_binary_proto()
+            state_filename = self.snapshot_solver_state(model_filename)
         elif fmt == caffe_pb2.SolverParameter.HDF5:
             model_filename = self.snapshot_to_hdf5()
+            state_filename = self.snapshot_solver_state_to_hdf5(model_filename)
         else:
             raise CaffeliteError(f"unsupported snapshot_format {fmt}")
-        state_filename = self.snapshot_solver_state(model_filename)
         self._last_snapshot_iter = self.iter
         return model_filename, state_filename
 
@@ -689,9 +690,21 @@ class Solver:
         return model_filename
 
     def snapshot_to_hdf5(self) -> str:
-        raise CaffeliteError(
-            "snapshot_format: HDF5 is not yet supported; use snapshot_format: BINARYPROTO"
-        )
+        from caffelite.hdf5 import save_net_hdf5
+
+        model_filename = self.snapshot_filename(".caffemodel.h5")
+        logger.info("Snapshotting to HDF5 file %s", model_filename)
+        save_net_hdf5(self.net, model_filename, self.param.snapshot_diff)
+        return model_filename
+
+    def snapshot_solver_state_to_hdf5(self, model_filename: str) -> str:
+        from caffelite.hdf5 import save_solver_state_hdf5
+
+        filename = self.snapshot_filename(".solverstate.h5")
+        logger.info("Snapshotting solver state to HDF5 file %s", filename)
+        save_solver_state_hdf5(filename, self.iter, model_filename, self.current_step,
+                               [blob.data for blob in self.history])
+        return filename
 
     def snapshot_solver_state(self, model_filename: str) -> str:
         from caffelite.proto import caffe_pb2
@@ -715,9 +728,8 @@ class Solver:
 
         state_file = str(state_file)
         if state_file.endswith(".h5"):
-            raise CaffeliteError(
-                f"{state_file}: HDF5 solver states are not yet supported; use a .solverstate"
-            )
+            self._restore_hdf5(state_file)
+            return
         state = read_binary(state_file, caffe_pb2.SolverState())
         if len(state.history) != len(self.history):
             raise CaffeliteError(
@@ -743,6 +755,15 @@ class Solver:
         logger.info("%s: restoring history", type(self).__name__)
         for proto, blob in zip(state.history, self.history, strict=True):
             blob.from_proto(proto, reshape=False)
+
+    def _restore_hdf5(self, state_file: str) -> None:
+        from caffelite.hdf5 import load_solver_state_hdf5
+
+        state = load_solver_state_hdf5(state_file, self.history)  # checks and copies history
+        if state.learned_net:
+            self.net.copy_from(self._find_learned_net(state.learned_net, Path(state_file)))
+        self.iter = state.iter
+        self.current_step = state.current_step
 
     @staticmethod
     def _find_learned_net(learned_net: str, state_file: Path) -> Path:

@@ -201,12 +201,24 @@ def test_history_mismatch(tmp_path):
         narrow.restore(state)
 
 
-def test_hdf5_not_yet_supported(tmp_path):
-    solver = sn.make_solver(SGDSolver, f"snapshot_format: HDF5 snapshot_prefix: '{tmp_path}/h'")
-    with pytest.raises(CaffeliteError, match="snapshot_format: HDF5 is not yet supported"):
-        solver.snapshot()
-    with pytest.raises(CaffeliteError, match="HDF5 solver states are not yet supported"):
-        solver.restore(tmp_path / "h_iter_0.solverstate.h5")
+def test_hdf5_snapshots_resume_bitwise_identical(tmp_path):
+    pytest.importorskip("h5py")
+    text = f"{SGD_TEXT} snapshot_format: HDF5 snapshot_prefix: '{tmp_path}/h'"
+    straight = sn.make_solver(SGDSolver, text)
+    straight.step(60)
+    first = sn.make_solver(SGDSolver, text)
+    first.step(30)
+    model, state = first.snapshot()
+    assert model == f"{tmp_path}/h_iter_30.caffemodel.h5"
+    assert state == f"{tmp_path}/h_iter_30.solverstate.h5"
+    resumed = sn.make_solver(SGDSolver, text)
+    resumed.restore(state)
+    assert resumed.iter == 30 and resumed.current_step == first.current_step == 1
+    resumed.step(30)
+    for a, b in zip(sn.ip_params(resumed), sn.ip_params(straight), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(resumed.history, straight.history, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
 
 
 def test_weights_field_initialises_the_nets(tmp_path):

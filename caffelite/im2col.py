@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy
+
 from caffelite import backend
 
 BATCH_FIRST = "batch_first"
@@ -214,13 +216,20 @@ def _from_layout(array, layout: str):
 
 
 # ---- scratch memory ------------------------------------------------------------------
+#: Scratch buffers shared by every layer of every net in the process, by (name, dtype).
+_SHARED_SCRATCH: dict[tuple[str, str], object] = {}
+
+
 class Workspace:
     """Named work arrays kept between iterations so steady-state passes allocate nothing.
 
     ``array`` hands out views of a flat buffer that only grows (contents undefined);
     ``constant`` hands out one buffer per exact shape, filled with ``value`` when
     created; callers keep the parts they rely on (a padding border) untouched.
-    ``clear`` drops everything, for when the input geometry changes.
+    ``scratch`` is like ``array`` but the buffer is shared by all layers (layers run
+    one at a time): only for values used within a single forward or backward call.
+    A train and a test net then share their largest buffers instead of each keeping
+    its own. ``clear`` drops the layer's own buffers, for when the geometry changes.
     """
 
     def __init__(self):
@@ -228,13 +237,10 @@ class Workspace:
         self._constant: dict[tuple, object] = {}
 
     def array(self, name: str, shape: tuple[int, ...], dtype):
-        xp = backend.xp()
-        size = math.prod(shape)
-        buf = self._flat.get(name)
-        if buf is None or buf.dtype != dtype or buf.size < size:
-            buf = xp.empty(max(size, 1), dtype=dtype)
-            self._flat[name] = buf
-        return buf[:size].reshape(shape)
+        return _grow(self._flat, name, shape, dtype)
+
+    def scratch(self, name: str, shape: tuple[int, ...], dtype):
+        return _grow(_SHARED_SCRATCH, (name, numpy.dtype(dtype).str), shape, dtype)
 
     def constant(self, name: str, shape: tuple[int, ...], dtype, value: float = 0.0):
         key = (name, tuple(shape), str(dtype), value)
@@ -247,3 +253,13 @@ class Workspace:
     def clear(self) -> None:
         self._flat.clear()
         self._constant.clear()
+
+
+def _grow(buffers: dict, key, shape: tuple[int, ...], dtype):
+    """A view of ``shape`` on the flat buffer ``buffers[key]``, enlarged when too small."""
+    size = math.prod(shape)
+    buf = buffers.get(key)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = backend.xp().empty(max(size, 1), dtype=dtype)
+        buffers[key] = buf
+    return buf[:size].reshape(shape)

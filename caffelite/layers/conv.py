@@ -29,7 +29,7 @@ import math
 from caffelite import im2col
 from caffelite.fillers import fill
 from caffelite.im2col import BATCH_FIRST, Geometry, Workspace
-from caffelite.layer import Layer, register_layer
+from caffelite.layer import TRAIN, Layer, register_layer
 
 
 class _ConvolutionBase(Layer):
@@ -189,19 +189,23 @@ class _ConvolutionBase(Layer):
         return self.layout != BATCH_FIRST or self.geometry.pad != (0, 0)
 
     # ---- the three GEMM primitives ------------------------------------------------------
-    def _columns(self, a, slot: str):
+    def _columns(self, a, slot: str | None):
         """im2col of the input-side chunk ``a``, as the GEMM operand of the layout.
 
         Batch-first: ``(n, G, kernel_dim, P)``; batch-last: ``(G, kernel_dim, P * n)``.
+        ``slot`` names the layer's own buffer for columns that backward reuses; None
+        puts them in shared scratch, valid only until the next layer runs.
         """
         n = a.shape[0]
         g, geometry, layout = self.group, self.geometry, self.layout
         if layout == BATCH_FIRST and geometry.is_pointwise:
             return a.reshape(n, g, self.kernel_dim, self.b_spatial)
         dtype = a.dtype
-        col = self.workspace.array(
-            "col" + slot, im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry), dtype
-        )
+        shape = im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry)
+        if slot is None:
+            col = self.workspace.scratch("col", shape, dtype)
+        else:
+            col = self.workspace.array("col" + slot, shape, dtype)
         padded = None
         if self._needs_pad_buffer():
             shape = im2col.padded_shape(layout, n, self.channels_in, *self.a_hw, geometry)
@@ -225,7 +229,7 @@ class _ConvolutionBase(Layer):
         if self.layout == BATCH_FIRST:
             return b.reshape(n, g, per_group, self.b_spatial)
         xp = self.xp
-        out = self.workspace.array("b_t", (self.channels_out, self.b_spatial, n), b.dtype)
+        out = self.workspace.scratch("b_t", (self.channels_out, self.b_spatial, n), b.dtype)
         xp.copyto(out, b.reshape(n, self.channels_out, self.b_spatial).transpose(1, 2, 0))
         return out.reshape(g, per_group, self.b_spatial * n)
 
@@ -245,7 +249,7 @@ class _ConvolutionBase(Layer):
                 b3 = b.reshape(n, self.channels_out, self.b_spatial)
                 b3 += bias[:, None]
             return
-        out = self.workspace.array("gemm_out", (g, per_group, self.b_spatial * n), b.dtype)
+        out = self.workspace.scratch("gemm_out", (g, per_group, self.b_spatial * n), b.dtype)
         xp.matmul(weights, cols, out=out)
         out_t = out.reshape(self.channels_out, self.b_spatial, n).transpose(2, 0, 1)
         b3 = b.reshape(n, self.channels_out, self.b_spatial)
@@ -265,14 +269,14 @@ class _ConvolutionBase(Layer):
                 weights_t, b_operand, out=a.reshape(n, self.group, self.kernel_dim, self.b_spatial)
             )
             return
-        dcol = self.workspace.array(
+        dcol = self.workspace.scratch(
             "dcol", im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry), a.dtype
         )
         xp.matmul(weights_t, b_operand, out=self._col_operand(dcol, n))
         padded = None
         if self._needs_pad_buffer():
             shape = im2col.padded_shape(layout, n, self.channels_in, *self.a_hw, geometry)
-            padded = self.workspace.array("padded_acc", shape, a.dtype)
+            padded = self.workspace.scratch("padded_acc", shape, a.dtype)
         im2col.col2im(dcol, layout, geometry, self.b_hw, a, padded)
 
     def _weight_grad(self, cols, b_operand):
@@ -283,12 +287,12 @@ class _ConvolutionBase(Layer):
         dtype = diff.dtype
         if self.layout == BATCH_FIRST:
             n = cols.shape[0]
-            per_image = self.workspace.array("wgrad_n", (n, g, per_group, self.kernel_dim), dtype)
+            per_image = self.workspace.scratch("wgrad_n", (n, g, per_group, self.kernel_dim), dtype)
             xp.matmul(b_operand, cols.swapaxes(-1, -2), out=per_image)
-            total = self.workspace.array("wgrad", diff.shape, dtype)
+            total = self.workspace.scratch("wgrad", diff.shape, dtype)
             xp.sum(per_image, axis=0, out=total)
         else:
-            total = self.workspace.array("wgrad", diff.shape, dtype)
+            total = self.workspace.scratch("wgrad", diff.shape, dtype)
             xp.matmul(b_operand, cols.swapaxes(-1, -2), out=total)
         diff += total
 
@@ -307,14 +311,16 @@ class ConvolutionLayer(_ConvolutionBase):
 
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
-        single = len(self.chunks) == 1
+        # Backward reuses the forward's columns when the batch was one chunk and a
+        # backward is expected (TRAIN); otherwise they go to shared scratch.
+        keep = len(self.chunks) == 1 and self.phase == TRAIN
         for i, (bottom_blob, top_blob) in enumerate(zip(bottom, top, strict=True)):
             x = self._images(bottom_blob.data, self.a_hw)
             y = self._images(top_blob.data, self.b_hw)
             for start, stop in self.chunks:
-                cols = self._columns(x[start:stop], str(i) if single else "")
+                cols = self._columns(x[start:stop], str(i) if keep else None)
                 self._conv_forward(cols, y[start:stop], bias)
-            if single:
+            if keep:
                 self._cols[i] = cols
 
     def backward(self, top, propagate_down, bottom):
@@ -333,7 +339,7 @@ class ConvolutionLayer(_ConvolutionBase):
                 if want_weights:
                     cols = self._cols.get(i)
                     if cols is None:
-                        cols = self._columns(x[start:stop], "")
+                        cols = self._columns(x[start:stop], None)
                     self._weight_grad(cols, b_operand)
                 if dx is not None:
                     self._conv_backward(b_operand, dx[start:stop])
@@ -393,7 +399,7 @@ class DeconvolutionLayer(_ConvolutionBase):
             x = self._images(bottom_blob.data, self.b_hw)
             dx = self._images(bottom_blob.diff, self.b_hw) if propagate_down[i] else None
             for start, stop in self.chunks:
-                cols = self._columns(dy[start:stop], "")
+                cols = self._columns(dy[start:stop], None)
                 if want_weights:
                     self._weight_grad(cols, self._output_operand(x[start:stop]))
                 if dx is not None:

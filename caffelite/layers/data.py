@@ -46,8 +46,9 @@ def _open_env(path: str):
     import lmdb
 
     try:
-        return lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path),
-                         max_readers=512)
+        return lmdb.open(
+            path, readonly=True, lock=False, subdir=os.path.isdir(path), max_readers=512
+        )
     except lmdb.Error as exc:
         raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
 

@@ -387,3 +387,38 @@ def test_deconvolution_bilinear_upsampling():
 def test_deconvolution_empty_output():
     with pytest.raises(CaffeliteError, match=r"deconvolution output would be empty"):
         build_layer(deconv_text("num_output: 2 kernel_size: 2 pad: 1"), [random(1, 2, 1, 1)])
+
+
+def test_test_phase_columns_live_in_shared_scratch_and_backward_recomputes_them():
+    """A TEST-phase layer keeps no columns; its backward must still be exact even after
+    another layer's forward has overwritten the shared scratch."""
+    from caffelite.layer import TEST, TRAIN
+    from caffelite.testing import build_layer
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 2, 7, 7))
+    text = (
+        'type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
+        'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }'
+    )
+    results = []
+    for phase in (TRAIN, TEST):
+        layer, bottom, top = build_layer(text, [x], phase=phase)
+        other, other_bottom, other_top = build_layer(text, [rng.standard_normal((3, 2, 9, 9))])
+        if results:
+            for mine, theirs in zip(layer.blobs, results[0][0].blobs, strict=True):
+                mine.data[...] = theirs.data
+        layer.forward(bottom, top)
+        other.forward(other_bottom, other_top)  # clobbers any shared scratch
+        top[0].diff[...] = 1.0
+        for blob in layer.blobs:
+            blob.diff[...] = 0
+        layer.backward(top, [True], bottom)
+        results.append((layer, top[0].data.copy(), bottom[0].diff.copy(),
+                        [b.diff.copy() for b in layer.blobs]))
+    (_, y_train, dx_train, dw_train), (test_layer, y_test, dx_test, dw_test) = results
+    assert test_layer._cols == {}
+    np.testing.assert_allclose(y_test, y_train, rtol=1e-12)
+    np.testing.assert_allclose(dx_test, dx_train, rtol=1e-12)
+    for a, b in zip(dw_test, dw_train, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -89,7 +89,9 @@ def test_reader_remaps_the_database_without_losing_its_place(layers, synthetic, 
     opened = []
     real_open = data_module._open_env
     monkeypatch.setattr(data_module, "REMAP_EVERY_RECORDS", 3)
-    monkeypatch.setattr(data_module, "_open_env", lambda path: opened.append(path) or real_open(path))
+    monkeypatch.setattr(
+        data_module, "_open_env", lambda path: opened.append(path) or real_open(path)
+    )
     source, images, labels = synthetic
     layer, top = layers(data_text(source, 4))
     order = []

@@ -32,17 +32,29 @@ def _has_torch() -> bool:
 
 
 def run_worker(impl: str, mode: str, iterations: int, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, str(HERE / "lenet_worker.py"), impl, mode, str(iterations),
-               str(threads)]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        OPENBLAS_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
+    command = [
+        sys.executable,
+        str(HERE / "lenet_worker.py"),
+        impl,
+        mode,
+        str(iterations),
+        str(threads),
+    ]
     output = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
 def measure(rounds: int, iterations: int, threads: int) -> dict:
     impls = ["caffelite"] + (["torch"] if _has_torch() else [])
-    results = {(impl, mode): {"times": [], "rss": []} for impl in impls for mode in ("train", "test")}
+    results = {
+        (impl, mode): {"times": [], "rss": []} for impl in impls for mode in ("train", "test")
+    }
     for round_index in range(rounds):
         for mode in ("train", "test"):
             order = impls if round_index % 2 == 0 else impls[::-1]
@@ -68,7 +80,11 @@ def table(results: dict) -> list[str]:
     )
     rows.append(
         f"| test forward, batch 100 (images/s) | {100_000 / c_test:.0f} | "
-        + (f"{100_000 / t_test:.0f} | {t_test / c_test:.2f}x |" if t_test else f"{torch_missing} | |")
+        + (
+            f"{100_000 / t_test:.0f} | {t_test / c_test:.2f}x |"
+            if t_test
+            else f"{torch_missing} | |"
+        )
     )
     c_rss = max(results[("caffelite", "train")]["rss"])
     t_rss = max(results[("torch", "train")]["rss"]) if ("torch", "train") in results else None
@@ -80,20 +96,7 @@ def table(results: dict) -> list[str]:
 
 
 def layer_times(iterations: int, threads: int) -> list[str]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    code = (
-        "import sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
-        "from lenet_worker import _caffelite_net_param, _batch\n"
-        "from caffelite.net import Net\nfrom caffelite.layer import TRAIN\n"
-        "from caffelite.net_timer import time_net\n"
-        "net = Net(_caffelite_net_param(64), TRAIN)\n"
-        "images, labels = _batch(64)\n"
-        "net.blobs['data'].data[...] = images; net.blobs['label'].data[...] = labels\n"
-        "print('\\n'.join(time_net(net, %d).lines()))\n"
-    ) % (str(REPO), str(HERE), iterations)
-    output = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                            capture_output=True, text=True)
-    return output.stdout.strip().splitlines()
+    return run_worker("caffelite", "layers", iterations, threads)["lines"]
 
 
 def main(argv=None) -> None:
@@ -105,8 +108,10 @@ def main(argv=None) -> None:
     if not _has_torch():
         print("PyTorch is not installed: its columns are skipped (pip install torch).")
     results = measure(args.rounds, args.iterations, args.threads)
-    print(f"LeNet, {args.threads} threads, {args.rounds} alternating rounds x "
-          f"{args.iterations} iterations\n")
+    print(
+        f"LeNet, {args.threads} threads, {args.rounds} alternating rounds x "
+        f"{args.iterations} iterations\n"
+    )
     print("\n".join(table(results)))
     print("\ncaffelite time (LeNet train net, batch 64, data excluded):")
     print("\n".join(layer_times(max(args.iterations // 2, 10), args.threads)))

@@ -1,6 +1,7 @@
 """One benchmark measurement in a fresh process; prints one JSON line.
 
     python benchmarks/lenet_worker.py {caffelite,torch} {train,test} ITERATIONS THREADS
+    python benchmarks/lenet_worker.py caffelite layers ITERATIONS THREADS
 
 ``train``: one LeNet training iteration at batch 64 (forward + backward + SGD update with
 lenet_solver's settings), data excluded (a fixed batch of real-looking MNIST input).
@@ -10,7 +11,6 @@ lenet_solver's settings), data excluded (a fixed batch of real-looking MNIST inp
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -49,7 +49,9 @@ def caffelite_train(iterations: int) -> list[float]:
     from caffelite.prototxt import read_text
     from caffelite.solver import get_solver
 
-    solver_param = read_text(REPO / "models/lenet/lenet_solver.prototxt", caffe_pb2.SolverParameter())
+    solver_param = read_text(
+        REPO / "models/lenet/lenet_solver.prototxt", caffe_pb2.SolverParameter()
+    )
     solver_param.ClearField("net")
     solver_param.net_param.CopyFrom(_caffelite_net_param(TRAIN_BATCH))
     del solver_param.test_iter[:]
@@ -72,6 +74,19 @@ def caffelite_test(iterations: int) -> list[float]:
     net.blobs["data"].data[...] = images
     net.blobs["label"].data[...] = labels
     return _time(net.forward_from_to, iterations)
+
+
+def caffelite_layers(iterations: int) -> list[str]:
+    """``caffelite time`` on the train net: per-layer forward and backward times."""
+    from caffelite.layer import TRAIN
+    from caffelite.net import Net
+    from caffelite.net_timer import time_net
+
+    net = Net(_caffelite_net_param(TRAIN_BATCH), TRAIN)
+    images, labels = _batch(TRAIN_BATCH)
+    net.blobs["data"].data[...] = images
+    net.blobs["label"].data[...] = labels
+    return time_net(net, iterations).lines()
 
 
 def _torch_lenet():
@@ -154,10 +169,10 @@ def main() -> None:
 
         torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO))
-    times = globals()[f"{impl}_{mode}"](iterations)
-    peak_mib = peak_rss_mib()
-    print(json.dumps({"impl": impl, "mode": mode, "times_ms": times, "peak_rss_mib": peak_mib,
-                      "pid": os.getpid()}))
+    result = globals()[f"{impl}_{mode}"](iterations)
+    key = "lines" if mode == "layers" else "times_ms"
+    report = {"impl": impl, "mode": mode, key: result, "peak_rss_mib": peak_rss_mib()}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

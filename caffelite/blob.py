@@ -171,9 +171,7 @@ class Blob:
         if reshape:
             self.reshape(shape)
         elif shape != self._shape:
-            raise CaffeliteError(
-                f"blob shape mismatch: file has {shape}, blob has {self._shape}"
-            )
+            raise CaffeliteError(f"blob shape mismatch: file has {shape}, blob has {self._shape}")
         values = _proto_values(proto, "data")
         if values.size != self.count:
             raise CaffeliteError(

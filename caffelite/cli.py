@@ -28,12 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
     start = train.add_mutually_exclusive_group()
     _add(start, "snapshot", help="resume from this .solverstate")
     _add(start, "weights", help="initialise from this .caffemodel (fine-tuning)")
-    _add(train, "sigint_effect", default="stop", choices=["stop", "snapshot", "none"],
-         help="on SIGINT (Ctrl-C): snapshot and stop (default), snapshot, or nothing")
-    _add(train, "sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"],
-         help="on SIGHUP: snapshot and continue (default)")
-    _add(train, "progress", choices=["auto", "on", "off"], default="auto",
-         help="progress bar (auto: only when stderr is a terminal)")
+    _add(
+        train,
+        "sigint_effect",
+        default="stop",
+        choices=["stop", "snapshot", "none"],
+        help="on SIGINT (Ctrl-C): snapshot and stop (default), snapshot, or nothing",
+    )
+    _add(
+        train,
+        "sighup_effect",
+        default="snapshot",
+        choices=["stop", "snapshot", "none"],
+        help="on SIGHUP: snapshot and continue (default)",
+    )
+    _add(
+        train,
+        "progress",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="progress bar (auto: only when stderr is a terminal)",
+    )
 
     test = commands.add_parser("test", help="score a trained net on its TEST phase")
     _add(test, "model", required=True, help="net prototxt")
@@ -110,7 +125,9 @@ def _test(args) -> int:
     weights = net.blob_loss_weights
     for name, total in totals.items():
         for value in total / args.iterations:
-            extra = f" (* {weights[name]:g} = {weights[name] * value:g} loss)" if weights[name] else ""
+            extra = (
+                f" (* {weights[name]:g} = {weights[name] * value:g} loss)" if weights[name] else ""
+            )
             log.info("%s = %g%s", name, value, extra)
             print(f"{name} = {value:.4f}{extra}")
     return 0

@@ -123,8 +123,13 @@ class Layer:
             if hi >= 0 and n > hi:
                 raise self.error(f"takes at most {hi} {kind} blob(s), got {n}")
 
-        check("bottom", len(bottom), self.exact_num_bottom_blobs,
-              self.min_bottom_blobs, self.max_bottom_blobs)
+        check(
+            "bottom",
+            len(bottom),
+            self.exact_num_bottom_blobs,
+            self.min_bottom_blobs,
+            self.max_bottom_blobs,
+        )
         check("top", len(top), self.exact_num_top_blobs, self.min_top_blobs, self.max_top_blobs)
         if self.equal_num_bottom_top_blobs and len(bottom) != len(top):
             raise self.error(f"needs as many tops as bottoms, got {len(bottom)} and {len(top)}")

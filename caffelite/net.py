@@ -158,7 +158,7 @@ class Net:
         self.output_ids = [blob_ids[name] for name in self._blob_names if name in available]
         self.output_ids.sort()
         self._init_params()
-        self.blobs = OrderedDict(zip(self._blob_names, self._blobs))
+        self.blobs = OrderedDict(zip(self._blob_names, self._blobs, strict=True))
 
     def _bottom_vec(self, layer_id: int) -> list[Blob]:
         return [self._blobs[i] for i in self.bottom_ids[layer_id]]
@@ -223,9 +223,7 @@ class Net:
                     self.learnable_param_ids.append(len(self.learnable_params))
                     self.learnable_params.append(layer.blobs[j])
                     self.has_params_lr.append(spec is not None and spec.HasField("lr_mult"))
-                    self.has_params_decay.append(
-                        spec is not None and spec.HasField("decay_mult")
-                    )
+                    self.has_params_decay.append(spec is not None and spec.HasField("decay_mult"))
                     self.params_lr.append(spec.lr_mult if spec is not None else 1.0)
                     self.params_weight_decay.append(spec.decay_mult if spec is not None else 1.0)
                     continue
@@ -235,10 +233,16 @@ class Net:
                 self._params.append(layer.blobs[j])
                 learnable_id = self.learnable_param_ids[owner_id]
                 self.learnable_param_ids.append(learnable_id)
-                self._merge_multiplier(spec, "lr_mult", learnable_id, self.has_params_lr,
-                                       self.params_lr)
-                self._merge_multiplier(spec, "decay_mult", learnable_id, self.has_params_decay,
-                                       self.params_weight_decay)
+                self._merge_multiplier(
+                    spec, "lr_mult", learnable_id, self.has_params_lr, self.params_lr
+                )
+                self._merge_multiplier(
+                    spec,
+                    "decay_mult",
+                    learnable_id,
+                    self.has_params_decay,
+                    self.params_weight_decay,
+                )
 
     def _share_param(self, layer, j: int, spec, owner_id: int) -> None:
         from caffelite.proto import caffe_pb2
@@ -276,13 +280,14 @@ class Net:
     @property
     def params(self) -> OrderedDict:
         return OrderedDict(
-            (name, layer.blobs) for name, layer in zip(self._layer_names, self.layers)
+            (name, layer.blobs)
+            for name, layer in zip(self._layer_names, self.layers, strict=True)
             if len(layer.blobs)
         )
 
     @property
     def layer_dict(self) -> OrderedDict:
-        return OrderedDict(zip(self._layer_names, self.layers))
+        return OrderedDict(zip(self._layer_names, self.layers, strict=True))
 
     @property
     def _blob_loss_weights(self) -> list[float]:
@@ -290,7 +295,7 @@ class Net:
 
     @property
     def blob_loss_weights(self) -> OrderedDict:
-        return OrderedDict(zip(self._blob_names, self.blob_loss_weight_list))
+        return OrderedDict(zip(self._blob_names, self.blob_loss_weight_list, strict=True))
 
     @property
     def inputs(self) -> list[str]:
@@ -304,14 +309,14 @@ class Net:
     def top_names(self) -> OrderedDict:
         return OrderedDict(
             (name, [self._blob_names[i] for i in ids])
-            for name, ids in zip(self._layer_names, self.top_ids)
+            for name, ids in zip(self._layer_names, self.top_ids, strict=True)
         )
 
     @property
     def bottom_names(self) -> OrderedDict:
         return OrderedDict(
             (name, [self._blob_names[i] for i in ids])
-            for name, ids in zip(self._layer_names, self.bottom_ids)
+            for name, ids in zip(self._layer_names, self.bottom_ids, strict=True)
         )
 
     def _layer_index(self, name: str) -> int:
@@ -409,7 +414,7 @@ class Net:
     def share_with(self, other: Net) -> None:
         """Use ``other``'s parameter memory for layers of the same name (test nets)."""
         theirs = other.layer_dict
-        for name, layer in zip(self._layer_names, self.layers):
+        for name, layer in zip(self._layer_names, self.layers, strict=True):
             source = theirs.get(name)
             if source is None or not len(layer.blobs):
                 continue
@@ -418,7 +423,7 @@ class Net:
                     f"cannot share layer {name!r}: {len(source.blobs)} parameter blobs in the "
                     f"source, {len(layer.blobs)} here"
                 )
-            for j, (mine, src) in enumerate(zip(layer.blobs, source.blobs)):
+            for j, (mine, src) in enumerate(zip(layer.blobs, source.blobs, strict=True)):
                 if mine.shape != src.shape:
                     raise CaffeliteError(
                         f"cannot share layer {name!r} param {j}: shape {src.shape} in the "
@@ -463,7 +468,7 @@ class Net:
                     f"{source}: layer {layer_param.name!r} has {len(layer_param.blobs)} "
                     f"parameter blobs in the file, {len(layer.blobs)} in the net"
                 )
-            for j, (proto, blob) in enumerate(zip(layer_param.blobs, layer.blobs)):
+            for j, (proto, blob) in enumerate(zip(layer_param.blobs, layer.blobs, strict=True)):
                 shape = proto_shape(proto)
                 if not _shapes_match(shape, blob.shape):
                     raise CaffeliteError(

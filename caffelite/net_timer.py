@@ -24,7 +24,8 @@ class TimingReport:
     def lines(self) -> list[str]:
         width = max(len(name) for name in self.layer_names)
         out = ["Average time per layer:"]
-        for name, fwd, bwd in zip(self.layer_names, self.forward_ms, self.backward_ms):
+        rows = zip(self.layer_names, self.forward_ms, self.backward_ms, strict=True)
+        for name, fwd, bwd in rows:
             out.append(f"{name:>{width}}\tforward: {fwd:.4f} ms.")
             out.append(f"{name:>{width}}\tbackward: {bwd:.4f} ms.")
         out += [

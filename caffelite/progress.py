@@ -26,8 +26,13 @@ class ProgressBar:
 
         self._stack.enter_context(logging_redirect_tqdm([logging.getLogger("caffelite")]))
         self._bar = self._stack.enter_context(
-            tqdm(total=self.solver.param.max_iter, initial=self.solver.iter,
-                 unit="iter", dynamic_ncols=True, leave=True)
+            tqdm(
+                total=self.solver.param.max_iter,
+                initial=self.solver.iter,
+                unit="iter",
+                dynamic_ncols=True,
+                leave=True,
+            )
         )
         self.solver.add_callback(self)
         return self

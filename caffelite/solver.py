@@ -702,8 +702,13 @@ class Solver:
 
         filename = self.snapshot_filename(".solverstate.h5")
         logger.info("Snapshotting solver state to HDF5 file %s", filename)
-        save_solver_state_hdf5(filename, self.iter, model_filename, self.current_step,
-                               [blob.data for blob in self.history])
+        save_solver_state_hdf5(
+            filename,
+            self.iter,
+            model_filename,
+            self.current_step,
+            [blob.data for blob in self.history],
+        )
         return filename
 
     def snapshot_solver_state(self, model_filename: str) -> str:

@@ -57,7 +57,7 @@ def build_layer(
 def _objective(layer, bottom, top, weights) -> float:
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
-    return float(sum(np.vdot(w, t.data) for w, t in zip(weights, top)))
+    return float(sum(np.vdot(w, t.data) for w, t in zip(weights, top, strict=True)))
 
 
 def check_gradient(
@@ -103,7 +103,7 @@ def check_gradient(
     # analytic gradients
     for blob in layer.blobs:
         blob.diff[...] = 0
-    for w, t in zip(weights, top):
+    for w, t in zip(weights, top, strict=True):
         t.diff[...] = w
     propagate = [i in bottom_indices for i in range(len(bottom))]
     for i, blob in enumerate(bottom):
@@ -172,18 +172,23 @@ def check_layer(
     layer, bottom, top = build_layer(layer_text, bottom_arrays, num_top=num_top, phase=phase)
     inputs = [b.data.copy() for b in bottom]
     layer.forward(bottom, top)
-    for k, (before, blob) in enumerate(zip(inputs, bottom)):
+    for k, (before, blob) in enumerate(zip(inputs, bottom, strict=True)):
         np.testing.assert_array_equal(blob.data, before, err_msg=f"forward changed bottom[{k}]")
     if reference is not None:
         expected = reference(*inputs, *[b.data.copy() for b in layer.blobs])
         if isinstance(expected, np.ndarray):
             expected = [expected]
-        for k, (want, blob) in enumerate(zip(expected, top)):
+        for k, (want, blob) in enumerate(zip(expected, top, strict=True)):
             assert blob.shape == tuple(np.shape(want)), (
                 f"top[{k}] shape {blob.shape}, reference {np.shape(want)}"
             )
-            np.testing.assert_allclose(blob.data, want, rtol=forward_rtol, atol=forward_atol,
-                                       err_msg=f"{layer.type} forward top[{k}]")
+            np.testing.assert_allclose(
+                blob.data,
+                want,
+                rtol=forward_rtol,
+                atol=forward_atol,
+                err_msg=f"{layer.type} forward top[{k}]",
+            )
     if gradient:
         check_gradient(layer, bottom, top, **gradient_options)
         _check_param_diff_accumulates(layer, bottom, top)
@@ -205,6 +210,11 @@ def _check_param_diff_accumulates(layer, bottom, top) -> None:
     layer.backward(top, propagate, bottom)
     once = [b.diff.copy() for b in layer.blobs]
     layer.backward(top, propagate, bottom)
-    for j, (first, blob) in enumerate(zip(once, layer.blobs)):
-        np.testing.assert_allclose(blob.diff, 2 * first, rtol=1e-10, atol=1e-12,
-                                   err_msg=f"{layer.type} param[{j}] diff does not accumulate")
+    for j, (first, blob) in enumerate(zip(once, layer.blobs, strict=True)):
+        np.testing.assert_allclose(
+            blob.diff,
+            2 * first,
+            rtol=1e-10,
+            atol=1e-12,
+            err_msg=f"{layer.type} param[{j}] diff does not accumulate",
+        )

@@ -30,9 +30,7 @@ def upgrade_net_input(param) -> None:
             )
         shapes = [dims[4 * i : 4 * i + 4] for i in range(len(names))]
     if len(shapes) not in (len(names), 1) and not (len(shapes) == 0 and not names):
-        raise CaffeliteError(
-            f"net has {len(names)} input(s) but {len(shapes)} input shape(s)"
-        )
+        raise CaffeliteError(f"net has {len(names)} input(s) but {len(shapes)} input shape(s)")
     layer = caffe_pb2.LayerParameter(name="input", type="Input", top=names)
     for shape in shapes:
         layer.input_param.shape.add().dim.extend(shape)

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MNIST = Path(os.environ.get("CAFFELITE_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+SHARED_MNIST = Path(
+    os.environ.get("CAFFELITE_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist")
+)
 
 
 def pytest_addoption(parser):

@@ -8,12 +8,12 @@ conversion and the Data layer exactly as a user's run does.
 import shutil
 
 import pytest
+from conftest import REPO
 
 from caffelite.mnist import load_mnist, write_lmdb
 from caffelite.proto import caffe_pb2
 from caffelite.prototxt import read_text
 from caffelite.solver import get_solver
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,10 @@ def mnist_workdir(tmp_path_factory, request):
         pytest.skip(f"MNIST not found in {SHARED_MNIST}")
     root = tmp_path_factory.mktemp("lenet")
     for split, name in (("train", "train"), ("t10k", "test")):
-        images, labels = load_mnist(SHARED_MNIST / f"{split}-images-idx3-ubyte.gz",
-                                    SHARED_MNIST / f"{split}-labels-idx1-ubyte.gz")
+        images, labels = load_mnist(
+            SHARED_MNIST / f"{split}-images-idx3-ubyte.gz",
+            SHARED_MNIST / f"{split}-labels-idx1-ubyte.gz",
+        )
         write_lmdb(str(root / "data/mnist" / f"mnist_{name}_lmdb"), images, labels)
     shutil.copytree(REPO / "models", root / "models")
     yield root

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 import caffelite as caffe
 from caffelite.errors import CaffeliteError
 from caffelite.proto import caffe_pb2
 from caffelite.prototxt import parse_text
-
-from conftest import REPO
 
 
 def make_net(text, phase=caffe.TRAIN, **kwargs):
@@ -37,7 +36,11 @@ def test_inputs_outputs_and_in_place():
     assert net._layer_names == ["input", "ip1", "relu", "ip2", "loss"]
     assert net.top_names["relu"] == ["h"] and net.bottom_names["relu"] == ["h"]
     assert [layer.type for layer in net.layers] == [
-        "Input", "InnerProduct", "ReLU", "InnerProduct", "EuclideanLoss"
+        "Input",
+        "InnerProduct",
+        "ReLU",
+        "InnerProduct",
+        "EuclideanLoss",
     ]
     assert list(net.params) == ["ip1", "ip2"]
     assert [b.shape for b in net.params["ip1"]] == [(5, 3), (5,)]
@@ -96,10 +99,13 @@ def test_split_is_inserted_and_gradients_are_summed():
 
 
 def test_split_of_a_loss_top_counts_the_loss_once():
-    net = make_net(MLP + """
+    net = make_net(
+        MLP
+        + """
     layer { name: "double" type: "Python" bottom: "loss" top: "loss2"
             python_param { module: "pylayers" layer: "ScaleByParam" param_str: "2" } }
-    """)
+    """
+    )
     assert "loss_loss_0_split" in net._layer_names
     net.blobs["x"].data[...] = 1.0
     loss = net.forward_from_to()
@@ -143,8 +149,9 @@ def test_phase_level_and_stage_rules(phase, level, stages, expected):
 def test_include_and_exclude_together_is_an_error():
     with pytest.raises(CaffeliteError, match="both include and exclude"):
         make_net("""input: "x" input_shape { dim: 1 }
-        layer { name: "bad" type: "Python" bottom: "x" top: "y" include { phase: TRAIN }
-                exclude { phase: TEST } python_param { module: "pylayers" layer: "ScaleByParam" } }""")
+        layer { name: "bad" type: "Python" bottom: "x" top: "y"
+                include { phase: TRAIN } exclude { phase: TEST }
+                python_param { module: "pylayers" layer: "ScaleByParam" } }""")
 
 
 SHARED = """
@@ -211,7 +218,7 @@ def test_lr_mult_zero_and_backward_pruning():
             inner_product_param { num_output: 2 } }
     layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y" top: "loss" }
     """)
-    need = dict(zip(net._layer_names, net.layer_need_backward))
+    need = dict(zip(net._layer_names, net.layer_need_backward, strict=True))
     assert need["frozen"] is False  # no learnable params, input needs no gradient
     assert need["ip"] is True
     assert need["side"] is False  # does not feed the loss
@@ -222,9 +229,11 @@ def test_lr_mult_zero_and_backward_pruning():
 
 
 def test_force_backward_and_propagate_down():
-    text = MLP.replace('layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y"',
-                       'layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y" '
-                       'propagate_down: true propagate_down: false')
+    text = MLP.replace(
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y"',
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y" '
+        "propagate_down: true propagate_down: false",
+    )
     net = make_net(text + "force_backward: true")
     assert net.bottom_need_backward[net._layer_names.index("ip1")] == [True]
     assert net.bottom_need_backward[net._layer_names.index("loss")] == [True, True]
@@ -236,7 +245,7 @@ def test_force_backward_and_propagate_down():
 def test_loss_weight_scales_loss_and_gradient():
     weighted = MLP.replace('top: "loss" }', 'top: "loss" loss_weight: 3 }')
     base, heavy = make_net(MLP), make_net(weighted)
-    for source, target in zip(base.learnable_params, heavy.learnable_params):
+    for source, target in zip(base.learnable_params, heavy.learnable_params, strict=True):
         target.data[...] = source.data
     x, y = np.ones((4, 3)), np.zeros((4, 2))
     for net in (base, heavy):
@@ -245,8 +254,9 @@ def test_loss_weight_scales_loss_and_gradient():
     loss_base = base.forward_backward()
     loss_heavy = heavy.forward_backward()
     assert loss_heavy == pytest.approx(3 * loss_base, rel=1e-6)
-    np.testing.assert_allclose(heavy.params["ip1"][0].diff, 3 * base.params["ip1"][0].diff,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        heavy.params["ip1"][0].diff, 3 * base.params["ip1"][0].diff, rtol=1e-5
+    )
 
 
 def test_save_and_copy_from_round_trip(tmp_path):
@@ -255,7 +265,7 @@ def test_save_and_copy_from_round_trip(tmp_path):
     net.save(path)
     other = make_net(MLP)
     other.copy_from(str(path))
-    for a, b in zip(net.learnable_params, other.learnable_params):
+    for a, b in zip(net.learnable_params, other.learnable_params, strict=True):
         np.testing.assert_array_equal(a.data, b.data)
     loaded = caffe_pb2.NetParameter()
     loaded.ParseFromString(path.read_bytes())
@@ -269,8 +279,10 @@ def test_weights_argument_and_legacy_signature(tmp_path):
     source.save(path)
     prototxt = tmp_path / "mlp.prototxt"
     prototxt.write_text(MLP)
-    for net in (caffe.Net(str(prototxt), caffe.TEST, weights=str(path)),
-                caffe.Net(str(prototxt), str(path), caffe.TEST)):
+    for net in (
+        caffe.Net(str(prototxt), caffe.TEST, weights=str(path)),
+        caffe.Net(str(prototxt), str(path), caffe.TEST),
+    ):
         np.testing.assert_array_equal(net.params["ip2"][0].data, source.params["ip2"][0].data)
 
 
@@ -335,14 +347,18 @@ def test_input_shape_mismatch_names_blob_and_shapes():
 
 def test_missing_bottom_names_layer_and_blob():
     with pytest.raises(CaffeliteError, match="layer 'ip1'.*needs bottom blob 'nope'"):
-        make_net('layer { name: "ip1" type: "InnerProduct" bottom: "nope" top: "y" '
-                 "inner_product_param { num_output: 1 } }")
+        make_net(
+            'layer { name: "ip1" type: "InnerProduct" bottom: "nope" top: "y" '
+            "inner_product_param { num_output: 1 } }"
+        )
 
 
 def test_unknown_layer_type_lists_known_types():
     with pytest.raises(CaffeliteError, match=r"unknown layer type 'Convolutoin'.*Convolution"):
-        make_net('input: "x" input_shape { dim: 1 } '
-                 'layer { name: "c" type: "Convolutoin" bottom: "x" top: "y" }')
+        make_net(
+            'input: "x" input_shape { dim: 1 } '
+            'layer { name: "c" type: "Convolutoin" bottom: "x" top: "y" }'
+        )
 
 
 def test_malformed_prototxt_names_file_line_and_column(tmp_path):
@@ -361,20 +377,28 @@ def test_bad_enum_value_is_named(tmp_path):
 
 def test_duplicate_top_is_an_error():
     with pytest.raises(CaffeliteError, match="top blob 'y'.*more than one layer"):
-        make_net('input: "x" input_shape { dim: 1 dim: 1 }'
-                 'layer { name: "a" type: "ReLU" bottom: "x" top: "y" }'
-                 'layer { name: "b" type: "ReLU" bottom: "x" top: "y" }')
+        make_net(
+            'input: "x" input_shape { dim: 1 dim: 1 }'
+            'layer { name: "a" type: "ReLU" bottom: "x" top: "y" }'
+            'layer { name: "b" type: "ReLU" bottom: "x" top: "y" }'
+        )
 
 
 def test_python_layer_errors_and_user_exceptions():
     with pytest.raises(CaffeliteError, match="no class 'Missing'"):
-        make_net('input: "x" input_shape { dim: 1 } layer { name: "p" type: "Python" '
-                 'bottom: "x" top: "y" python_param { module: "pylayers" layer: "Missing" } }')
+        make_net(
+            'input: "x" input_shape { dim: 1 } layer { name: "p" type: "Python" '
+            'bottom: "x" top: "y" python_param { module: "pylayers" layer: "Missing" } }'
+        )
     with pytest.raises(CaffeliteError, match="must subclass caffelite.Layer"):
-        make_net('input: "x" input_shape { dim: 1 } layer { name: "p" type: "Python" '
-                 'bottom: "x" top: "y" python_param { module: "pylayers" layer: "NotALayer" } }')
-    net = make_net('input: "x" input_shape { dim: 1 } layer { name: "p" type: "Python" '
-                   'bottom: "x" top: "y" python_param { module: "pylayers" layer: "Exploding" } }')
+        make_net(
+            'input: "x" input_shape { dim: 1 } layer { name: "p" type: "Python" '
+            'bottom: "x" top: "y" python_param { module: "pylayers" layer: "NotALayer" } }'
+        )
+    net = make_net(
+        'input: "x" input_shape { dim: 1 } layer { name: "p" type: "Python" '
+        'bottom: "x" top: "y" python_param { module: "pylayers" layer: "Exploding" } }'
+    )
     assert net.layers[1].type == "Python"
     with pytest.raises(ZeroDivisionError, match="user layer failed"):
         net.forward()
@@ -392,8 +416,10 @@ def test_custom_layer_is_one_class_and_one_decorator():
             top[0].data[...] = 2 * bottom[0].data
 
     assert "TimesTwoForTest" in caffe.layer_type_list()
-    net = make_net('input: "x" input_shape { dim: 2 } '
-                   'layer { name: "t" type: "TimesTwoForTest" bottom: "x" top: "y" }')
+    net = make_net(
+        'input: "x" input_shape { dim: 2 } '
+        'layer { name: "t" type: "TimesTwoForTest" bottom: "x" top: "y" }'
+    )
     np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0]))["y"], [2.0, 4.0])
     with pytest.raises(CaffeliteError, match="already registered"):
         caffe.register_layer("TimesTwoForTest")(TimesTwo)
@@ -401,17 +427,24 @@ def test_custom_layer_is_one_class_and_one_decorator():
 
 def test_wrong_blob_count_is_reported():
     with pytest.raises(CaffeliteError, match=r"layer 'loss'.*exactly 2 bottom"):
-        make_net('input: "x" input_shape { dim: 2 dim: 2 } '
-                 'layer { name: "loss" type: "EuclideanLoss" bottom: "x" top: "l" }')
+        make_net(
+            'input: "x" input_shape { dim: 2 dim: 2 } '
+            'layer { name: "loss" type: "EuclideanLoss" bottom: "x" top: "l" }'
+        )
 
 
 def test_lenet_shapes_in_train_phase():
     net = caffe.Net(str(REPO / "models/lenet/lenet.prototxt"), caffe.TEST)
     shapes = {name: blob.shape for name, blob in net.blobs.items()}
     assert shapes == {
-        "data": (64, 1, 28, 28), "conv1": (64, 20, 24, 24), "pool1": (64, 20, 12, 12),
-        "conv2": (64, 50, 8, 8), "pool2": (64, 50, 4, 4), "ip1": (64, 500),
-        "ip2": (64, 10), "prob": (64, 10),
+        "data": (64, 1, 28, 28),
+        "conv1": (64, 20, 24, 24),
+        "pool1": (64, 20, 12, 12),
+        "conv2": (64, 50, 8, 8),
+        "pool2": (64, 50, 4, 4),
+        "ip1": (64, 500),
+        "ip2": (64, 10),
+        "prob": (64, 10),
     }
     assert [b.shape for b in net.params["conv1"]] == [(20, 1, 5, 5), (20,)]
     assert [b.shape for b in net.params["ip1"]] == [(500, 800), (500,)]
@@ -424,14 +457,23 @@ def test_lenet_train_test_shapes_with_batch_64(tmp_path, monkeypatch):
 
     rng = np_.random.default_rng(0)
     for name in ("mnist_train_lmdb", "mnist_test_lmdb"):
-        write_lmdb(str(tmp_path / "data/mnist" / name),
-                   rng.integers(0, 256, (100, 28, 28), dtype=np_.uint8), rng.integers(0, 10, 100))
+        write_lmdb(
+            str(tmp_path / "data/mnist" / name),
+            rng.integers(0, 256, (100, 28, 28), dtype=np_.uint8),
+            rng.integers(0, 10, 100),
+        )
     monkeypatch.chdir(tmp_path)
     net = caffe.Net(str(REPO / "models/lenet/lenet_train_test.prototxt"), caffe.TRAIN)
     expected = {
-        "data": (64, 1, 28, 28), "label": (64,), "conv1": (64, 20, 24, 24),
-        "pool1": (64, 20, 12, 12), "conv2": (64, 50, 8, 8), "pool2": (64, 50, 4, 4),
-        "ip1": (64, 500), "ip2": (64, 10), "loss": (),
+        "data": (64, 1, 28, 28),
+        "label": (64,),
+        "conv1": (64, 20, 24, 24),
+        "pool1": (64, 20, 12, 12),
+        "conv2": (64, 50, 8, 8),
+        "pool2": (64, 50, 4, 4),
+        "ip1": (64, 500),
+        "ip2": (64, 10),
+        "loss": (),
     }
     assert {name: blob.shape for name, blob in net.blobs.items()} == expected
     assert "accuracy" not in net.blobs
@@ -443,12 +485,15 @@ def test_lenet_train_test_shapes_with_batch_64(tmp_path, monkeypatch):
 
 
 def test_loss_top_feeding_another_loss_gets_both_gradients():
-    chained = make_net(MLP + """
+    chained = make_net(
+        MLP
+        + """
     layer { name: "double" type: "Python" bottom: "loss" top: "loss2" loss_weight: 1
             python_param { module: "pylayers" layer: "ScaleByParam" param_str: "2" } }
-    """)
+    """
+    )
     base = make_net(MLP)
-    for source, target in zip(base.learnable_params, chained.learnable_params):
+    for source, target in zip(base.learnable_params, chained.learnable_params, strict=True):
         target.data[...] = source.data
     for net in (base, chained):
         net.blobs["x"].data[...] = np.linspace(-1, 1, 12).reshape(4, 3)
@@ -456,5 +501,6 @@ def test_loss_top_feeding_another_loss_gets_both_gradients():
     loss_base = base.forward_backward()
     loss_chained = chained.forward_backward()
     assert loss_chained == pytest.approx(3 * loss_base, rel=1e-6)
-    np.testing.assert_allclose(chained.params["ip2"][0].diff, 3 * base.params["ip2"][0].diff,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        chained.params["ip2"][0].diff, 3 * base.params["ip2"][0].diff, rtol=1e-5
+    )

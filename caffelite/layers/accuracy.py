@@ -8,7 +8,7 @@ prediction. An optional second top gives the accuracy per class. No gradient.
 from __future__ import annotations
 
 from caffelite.layer import Layer, register_layer
-from caffelite.layers.softmax import canonical_axis, split_axis
+from caffelite.shapes import labelled_axis
 
 
 def top_k_hits(xp, scores, labels, top_k: int):
@@ -34,15 +34,10 @@ class AccuracyLayer(Layer):
         self.ignore_label = param.ignore_label
 
     def reshape(self, bottom, top) -> None:
-        self.axis = canonical_axis(self, bottom[0], self.layer_param.accuracy_param.axis)
-        self.dims = outer, channels, inner = split_axis(bottom[0].shape, self.axis)
-        if outer * inner != bottom[1].count:
-            raise self.error(
-                f"the number of labels must match the number of predictions: predictions "
-                f"of shape {bottom[0].shape} with class axis {self.axis} need "
-                f"{outer * inner} labels (outer {outer} x inner {inner}), but the label "
-                f"bottom has shape {bottom[1].shape} ({bottom[1].count} labels)"
-            )
+        self.axis, self.dims = labelled_axis(
+            self, bottom[0], bottom[1], self.layer_param.accuracy_param.axis, "class axis"
+        )
+        outer, channels, inner = self.dims
         if self.top_k > channels:
             raise self.error(
                 f"top_k ({self.top_k}) must not exceed the number of classes ({channels}, "

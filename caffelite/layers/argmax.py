@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from caffelite.layer import Layer, register_layer
-from caffelite.layers.softmax import canonical_axis
+from caffelite.shapes import canonical_axis
 
 
 def top_k_along_1(xp, x, k: int):

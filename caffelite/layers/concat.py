@@ -10,7 +10,7 @@ nothing is copied either way.
 from __future__ import annotations
 
 from caffelite.layer import Layer, register_layer
-from caffelite.layers.softmax import canonical_axis, split_axis
+from caffelite.shapes import canonical_axis, split_axis
 
 
 def concat_axis(layer: Layer, blob, param, axis_field: str, legacy_field: str) -> int:

@@ -10,7 +10,7 @@ shape, so it never gets a gradient.
 from __future__ import annotations
 
 from caffelite.layer import Layer, register_layer
-from caffelite.layers.softmax import canonical_axis
+from caffelite.shapes import canonical_axis
 
 
 @register_layer("Crop")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from caffelite.layer import Layer, register_layer
-from caffelite.layers.softmax import canonical_axis
+from caffelite.shapes import canonical_axis
 
 
 def flattened_shape(shape: tuple[int, ...], start: int, end: int) -> tuple[int, ...]:

@@ -16,8 +16,9 @@ from caffelite.layers.loss import (
     get_normalizer,
     normalization_mode,
 )
-from caffelite.layers.softmax import canonical_axis, softmax, split_axis
+from caffelite.layers.softmax import softmax
 from caffelite.proto import caffe_pb2
+from caffelite.shapes import labelled_axis
 
 #: Caffe's kLOG_THRESHOLD: probabilities are clamped here before the log.
 LOG_THRESHOLD = 1e-20
@@ -322,14 +323,10 @@ class InfogainLossLayer(LossLayer):
     def reshape(self, bottom, top) -> None:
         super().reshape(bottom, top)
         xp = self.xp
-        self.axis = canonical_axis(self, bottom[0], self.layer_param.infogain_loss_param.axis)
-        self.dims = outer, k, inner = split_axis(bottom[0].shape, self.axis)
-        if outer * inner != bottom[1].count:
-            raise self.error(
-                f"the number of labels must match the number of predictions: predictions "
-                f"of shape {bottom[0].shape} with axis {self.axis} need {outer * inner} "
-                f"labels, but bottom[1] has shape {bottom[1].shape}"
-            )
+        self.axis, self.dims = labelled_axis(
+            self, bottom[0], bottom[1], self.layer_param.infogain_loss_param.axis
+        )
+        outer, k, inner = self.dims
         infogain = bottom[2] if len(bottom) == 3 else self._infogain
         if infogain.count != k * k:
             raise self.error(

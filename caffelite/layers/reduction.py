@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from caffelite.layer import Layer, register_layer
-from caffelite.layers.softmax import canonical_axis
 from caffelite.proto import caffe_pb2
+from caffelite.shapes import canonical_axis
 
 _OP = caffe_pb2.ReductionParameter
 SUM, ASUM, SUMSQ, MEAN = _OP.SUM, _OP.ASUM, _OP.SUMSQ, _OP.MEAN

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from caffelite.layer import Layer, register_layer
 from caffelite.layers.concat import concat_axis
-from caffelite.layers.softmax import split_axis
+from caffelite.shapes import split_axis
 
 
 @register_layer("Slice")

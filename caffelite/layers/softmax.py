@@ -11,27 +11,10 @@ import numpy
 from caffelite.blob import Blob
 from caffelite.layer import Layer, register_layer
 from caffelite.layers.loss import LossLayer, get_normalizer, normalization_mode
+from caffelite.shapes import canonical_axis, labelled_axis, split_axis
 
 #: Caffe clips probabilities at FLT_MIN before the log, in every precision.
 FLT_MIN = float(numpy.finfo(numpy.float32).tiny)
-
-
-def split_axis(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
-    """(outer, channels, inner): the sizes before, at and after ``axis``."""
-    outer = 1
-    for d in shape[:axis]:
-        outer *= d
-    inner = 1
-    for d in shape[axis + 1 :]:
-        inner *= d
-    return outer, shape[axis], inner
-
-
-def canonical_axis(layer: Layer, blob, axis: int, what: str = "axis") -> int:
-    """``blob.canonical_axis_index(axis)`` with an error that names the layer."""
-    if not -blob.num_axes <= axis < blob.num_axes:
-        raise layer.error(f"{what} {axis} is out of range for a bottom of shape {blob.shape}")
-    return axis + blob.num_axes if axis < 0 else axis
 
 
 def softmax(xp, x, out, scratch) -> None:
@@ -122,15 +105,10 @@ class SoftmaxWithLossLayer(LossLayer):
 
     def reshape(self, bottom, top) -> None:
         super().reshape(bottom, top)
-        self.axis = canonical_axis(self, bottom[0], self.layer_param.softmax_param.axis)
-        self.dims = outer, _, inner = split_axis(bottom[0].shape, self.axis)
-        if outer * inner != bottom[1].count:
-            raise self.error(
-                f"the number of labels must match the number of predictions: predictions "
-                f"of shape {bottom[0].shape} with softmax axis {self.axis} need "
-                f"{outer * inner} labels (outer {outer} x inner {inner}), but the label "
-                f"bottom has shape {bottom[1].shape} ({bottom[1].count} labels)"
-            )
+        self.axis, self.dims = labelled_axis(
+            self, bottom[0], bottom[1], self.layer_param.softmax_param.axis, "softmax axis"
+        )
+        outer, _, inner = self.dims
         if self._prob is None or self._prob.dtype != bottom[0].dtype:
             self._prob = Blob(dtype=bottom[0].dtype)
         self._prob.reshape(bottom[0].shape)

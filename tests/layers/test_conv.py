@@ -414,8 +414,9 @@ def test_test_phase_columns_live_in_shared_scratch_and_backward_recomputes_them(
         for blob in layer.blobs:
             blob.diff[...] = 0
         layer.backward(top, [True], bottom)
-        results.append((layer, top[0].data.copy(), bottom[0].diff.copy(),
-                        [b.diff.copy() for b in layer.blobs]))
+        results.append(
+            (layer, top[0].data.copy(), bottom[0].diff.copy(), [b.diff.copy() for b in layer.blobs])
+        )
     (_, y_train, dx_train, dw_train), (test_layer, y_test, dx_test, dw_test) = results
     assert test_layer._cols == {}
     np.testing.assert_allclose(y_test, y_train, rtol=1e-12)

@@ -189,12 +189,15 @@ class _ConvolutionBase(Layer):
         return self.layout != BATCH_FIRST or self.geometry.pad != (0, 0)
 
     # ---- the three GEMM primitives ------------------------------------------------------
-    def _columns(self, a, slot: str | None):
+    def _columns(self, a, slot: str | None, scratch: str = "columns"):
         """im2col of the input-side chunk ``a``, as the GEMM operand of the layout.
 
         Batch-first: ``(n, G, kernel_dim, P)``; batch-last: ``(G, kernel_dim, P * n)``.
         ``slot`` names the layer's own buffer for columns that backward reuses; None
-        puts them in shared scratch, valid only until the next layer runs.
+        puts them in the shared scratch buffer ``scratch``, valid only until the next
+        layer runs. Forward columns and backward's column gradients are never live
+        at once, so both use "columns": a test net's and a train net's largest
+        buffers are one. Columns recomputed inside backward need their own buffer.
         """
         n = a.shape[0]
         g, geometry, layout = self.group, self.geometry, self.layout
@@ -203,7 +206,7 @@ class _ConvolutionBase(Layer):
         dtype = a.dtype
         shape = im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry)
         if slot is None:
-            col = self.workspace.scratch("col", shape, dtype)
+            col = self.workspace.scratch(scratch, shape, dtype)
         else:
             col = self.workspace.array("col" + slot, shape, dtype)
         padded = None
@@ -270,7 +273,7 @@ class _ConvolutionBase(Layer):
             )
             return
         dcol = self.workspace.scratch(
-            "dcol", im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry), a.dtype
+            "columns", im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry), a.dtype
         )
         xp.matmul(weights_t, b_operand, out=self._col_operand(dcol, n))
         padded = None
@@ -339,7 +342,7 @@ class ConvolutionLayer(_ConvolutionBase):
                 if want_weights:
                     cols = self._cols.get(i)
                     if cols is None:
-                        cols = self._columns(x[start:stop], None)
+                        cols = self._columns(x[start:stop], None, "columns_backward")
                     self._weight_grad(cols, b_operand)
                 if dx is not None:
                     self._conv_backward(b_operand, dx[start:stop])

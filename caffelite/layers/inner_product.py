@@ -86,7 +86,7 @@ class InnerProductLayer(Layer):
         if self.param_propagate_down[0]:
             x = bottom[0].data.reshape(self.m, self.k)
             diff = self.blobs[0].diff
-            grad = self.workspace.array("weight_grad", diff.shape, diff.dtype)
+            grad = self.workspace.scratch("weight_grad", diff.shape, diff.dtype)
             if self.transpose:
                 xp.matmul(x.T, dy, out=grad)
             else:

@@ -21,13 +21,24 @@ class GlogFormatter(logging.Formatter):
         return f"{letter}{stamp}.{micros:06d} {os.getpid():>6} {where}] {record.getMessage()}"
 
 
-def configure(level: int = logging.INFO, stream=None) -> None:
-    """Send caffelite's log to ``stream`` (stderr) in glog format, once."""
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time, not the one seen at start-up."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure(level: int = logging.INFO) -> None:
+    """Send caffelite's log to stderr in glog format (once per process)."""
     logger = logging.getLogger("caffelite")
     logger.setLevel(level)
-    if not any(getattr(h, "_caffelite", False) for h in logger.handlers):
-        handler = logging.StreamHandler(stream or sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(GlogFormatter())
-        handler._caffelite = True
         logger.addHandler(handler)
     logger.propagate = False

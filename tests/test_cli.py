@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from caffelite.cli import main
-from conftest import REPO
 
 NET = """
 name: "tiny"

@@ -34,16 +34,17 @@ def nesterov_update(xp, diff, history, previous, momentum: float, local_rate: fl
 class SGDSolver(Solver):
     """Stochastic gradient descent with momentum (``momentum``, default 0)."""
 
+    #: The step rule; Nesterov differs only here.
+    update_rule = staticmethod(sgd_update)
+
     def compute_update_value(self, param_id: int, rate: float) -> None:
-        blob = self.net.learnable_params[param_id]
-        local_rate = rate * self.net.params_lr[param_id]
-        sgd_update(
+        self.update_rule(
             backend.xp(),
-            blob.diff,
+            self.net.learnable_params[param_id].diff,
             self.history[param_id].data,
             self._update[param_id],
             self.param.momentum,
-            local_rate,
+            rate * self.net.params_lr[param_id],
         )
 
 
@@ -51,14 +52,4 @@ class SGDSolver(Solver):
 class NesterovSolver(SGDSolver):
     """Nesterov's accelerated gradient, in Caffe's "step back then over-step" form."""
 
-    def compute_update_value(self, param_id: int, rate: float) -> None:
-        blob = self.net.learnable_params[param_id]
-        local_rate = rate * self.net.params_lr[param_id]
-        nesterov_update(
-            backend.xp(),
-            blob.diff,
-            self.history[param_id].data,
-            self._update[param_id],
-            self.param.momentum,
-            local_rate,
-        )
+    update_rule = staticmethod(nesterov_update)

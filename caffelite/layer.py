@@ -100,6 +100,29 @@ class Layer:
         """False when weights came with the layer (``blobs`` in the NetParameter)."""
         return not self._blobs_loaded
 
+    def make_param_blobs(self, specs, hint: str = "") -> None:
+        """Create and fill ``self.blobs`` from ``(name, shape, filler)`` specs (a None
+        filler leaves zeros); when weights came with the layer, check their shapes instead.
+        """
+        if self.blobs_need_setup():
+            from caffelite.fillers import fill
+
+            for _, shape, filler in specs:
+                blob = self.blobs.add_blob(*shape)
+                if filler is not None:
+                    fill(blob, filler)
+            return
+        names = ", ".join(name for name, _, _ in specs)
+        if len(self.blobs) != len(specs):
+            raise self.error(
+                f"expected {len(specs)} parameter blob(s) ({names}){hint}, got {len(self.blobs)}"
+            )
+        for (name, shape, _), blob in zip(specs, self.blobs, strict=True):
+            if blob.shape != tuple(shape):
+                raise self.error(
+                    f"loaded {name} blob has shape {blob.shape}, expected {tuple(shape)}{hint}"
+                )
+
     def error(self, message: str) -> CaffeliteError:
         """An error that names this layer, to ``raise`` where the fact is known."""
         return CaffeliteError(f"layer {self.name!r} (type {self.type}): {message}")

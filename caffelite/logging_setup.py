@@ -41,4 +41,3 @@ def configure(level: int = logging.INFO) -> None:
         handler = _StderrHandler()
         handler.setFormatter(GlogFormatter())
         logger.addHandler(handler)
-    logger.propagate = False

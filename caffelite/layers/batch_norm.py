@@ -50,16 +50,10 @@ class BatchNormLayer(Layer):
         )
         self.eps = float(p.eps)
         self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
-        if self.blobs_need_setup():
-            self.blobs.add_blob(self.channels)
-            self.blobs.add_blob(self.channels)
-            self.blobs.add_blob(1)
-            for blob in self.blobs:
-                blob.data[...] = 0
-        shapes = [b.shape for b in self.blobs]
-        want = [(self.channels,), (self.channels,), (1,)]
-        if [tuple(s) for s in shapes] != want:
-            raise self.error(f"expects blobs of shapes {want}, found {shapes}")
+        channels = (self.channels,)
+        self.make_param_blobs(
+            [("mean", channels, None), ("variance", channels, None), ("scale factor", (1,), None)]
+        )
         # The statistics are not learned: mask them with lr_mult 0, as Caffe does.
         for i in range(len(self.blobs)):
             if i == len(self.layer_param.param):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 
 from caffelite import im2col
-from caffelite.fillers import fill
 from caffelite.im2col import BATCH_FIRST, Geometry, Workspace
 from caffelite.layer import TRAIN, Layer, register_layer
 
@@ -77,28 +76,13 @@ class _ConvolutionBase(Layer):
         self.bias_term = param.bias_term
         kh, kw = self.geometry.kernel
         weight_shape = (self.channels_out, self.channels_in // self.group, kh, kw)
-        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
-        if self.blobs_need_setup():
-            weight = self.blobs.add_blob(*weight_shape)
-            fill(weight, param.weight_filler)
-            if self.bias_term:
-                fill(self.blobs.add_blob(self.num_output), param.bias_filler)
-        else:
-            self._check_loaded_blobs(shapes)
+        specs = [("weights", weight_shape, param.weight_filler)]
+        if self.bias_term:
+            specs.append(("bias", (self.num_output,), param.bias_filler))
+        self.make_param_blobs(specs, f" (bias_term: {str(self.bias_term).lower()})")
         self.workspace = Workspace()
         self._input_key = None
         self._cols: dict[int, object] = {}
-
-    def _check_loaded_blobs(self, shapes):
-        names = ["weights", "bias"]
-        if len(self.blobs) != len(shapes):
-            raise self.error(
-                f"expected {len(shapes)} parameter blob(s) ({', '.join(names[: len(shapes)])}, "
-                f"bias_term {str(self.bias_term).lower()}), got {len(self.blobs)}"
-            )
-        for name, blob, shape in zip(names, self.blobs, shapes, strict=False):
-            if blob.shape != shape:
-                raise self.error(f"loaded {name} blob has shape {blob.shape}, expected {shape}")
 
     def _parse_geometry(self, param) -> Geometry:
         """Caffe's rules: repeated fields given once or once per axis, or the _h/_w forms."""

@@ -9,7 +9,6 @@ The weight gradient scatter-adds each top row into the row it was read from
 
 from __future__ import annotations
 
-from caffelite.fillers import fill
 from caffelite.layer import Layer, register_layer
 
 
@@ -38,18 +37,10 @@ class EmbedLayer(Layer):
         if self.input_dim <= 0:
             raise self.error("embed_param.input_dim must be positive")
         self.bias_term = param.bias_term
-        shapes = [(self.input_dim, self.num_output)]
+        specs = [("weights", (self.input_dim, self.num_output), param.weight_filler)]
         if self.bias_term:
-            shapes.append((self.num_output,))
-        if self.blobs_need_setup():
-            weight = self.blobs.add_blob(*shapes[0])
-            fill(weight, param.weight_filler)
-            if self.bias_term:
-                fill(self.blobs.add_blob(*shapes[1]), param.bias_filler)
-        else:
-            found = [b.shape for b in self.blobs]
-            if found != shapes:
-                raise self.error(f"expects parameter blobs of shapes {shapes}, got {found}")
+            specs.append(("bias", (self.num_output,), param.bias_filler))
+        self.make_param_blobs(specs)
 
     def reshape(self, bottom, top) -> None:
         self.rows = bottom[0].count

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-from caffelite.fillers import fill
 from caffelite.im2col import Workspace
 from caffelite.layer import Layer, register_layer
 
@@ -32,28 +31,12 @@ class InnerProductLayer(Layer):
         self.k = bottom[0].count(self.axis)
         n, k = self.num_output, self.k
         weight_shape = (k, n) if self.transpose else (n, k)
-        shapes = [weight_shape] + ([(n,)] if self.bias_term else [])
-        if self.blobs_need_setup():
-            fill(self.blobs.add_blob(*weight_shape), param.weight_filler)
-            if self.bias_term:
-                fill(self.blobs.add_blob(n), param.bias_filler)
-        else:
-            self._check_loaded_blobs(shapes)
+        specs = [("weights", weight_shape, param.weight_filler)]
+        if self.bias_term:
+            specs.append(("bias", (n,), param.bias_filler))
+        hint = " (transpose: true stores K x N)" if self.transpose else ""
+        self.make_param_blobs(specs, hint)
         self.workspace = Workspace()
-
-    def _check_loaded_blobs(self, shapes):
-        names = ["weights", "bias"]
-        if len(self.blobs) != len(shapes):
-            raise self.error(
-                f"expected {len(shapes)} parameter blob(s) ({', '.join(names[: len(shapes)])}, "
-                f"bias_term {str(self.bias_term).lower()}), got {len(self.blobs)}"
-            )
-        for name, blob, shape in zip(names, self.blobs, shapes, strict=False):
-            if blob.shape != shape:
-                raise self.error(
-                    f"loaded {name} blob has shape {blob.shape}, expected {shape}"
-                    + (" (transpose: true stores K x N)" if self.transpose else "")
-                )
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape

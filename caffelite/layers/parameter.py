@@ -17,13 +17,7 @@ class ParameterLayer(Layer):
 
     def setup(self, bottom, top) -> None:
         shape = tuple(self.layer_param.parameter_param.shape.dim)
-        if self.blobs_need_setup():
-            self.blobs.add_blob(*shape)
-        elif self.blobs[0].shape != shape:
-            raise self.error(
-                f"the loaded blob has shape {self.blobs[0].shape}, but parameter_param.shape "
-                f"is {shape}"
-            )
+        self.make_param_blobs([("parameter", shape, None)], " by parameter_param.shape")
         self._share(top)
 
     def _share(self, top) -> None:

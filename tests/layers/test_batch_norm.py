@@ -242,7 +242,9 @@ def test_loaded_blobs_of_wrong_shape_are_rejected():
         blob = param.blobs.add()
         blob.shape.dim.extend(dims)
         blob.data.extend([0.0] * dims[0])
-    with pytest.raises(CaffeliteError, match=r"blobs of shapes \[\(3,\), \(3,\), \(1,\)\]"):
+    with pytest.raises(
+        CaffeliteError, match=r"loaded scale factor blob has shape \(2,\), expected \(1,\)"
+    ):
         create_layer(param).setup_layer([Blob(2, 3)], [Blob()])
 
 

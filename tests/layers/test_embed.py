@@ -87,7 +87,7 @@ def test_parameter_errors():
         "blobs { shape { dim: 2 dim: 3 } data: [0, 0, 0, 0, 0, 0] }"
     )
     with pytest.raises(
-        CaffeliteError, match=r"parameter blobs of shapes \[\(3, 2\)\], got \[\(2, 3\)\]"
+        CaffeliteError, match=r"loaded weights blob has shape \(2, 3\), expected \(3, 2\)"
     ):
         build_layer(loaded, [np.array([1.0])])
 

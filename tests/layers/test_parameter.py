@@ -30,7 +30,8 @@ def test_declarative_check_and_param_gradient():
 
 def test_loaded_blob_shape_must_match():
     text = TEXT + " blobs { shape { dim: 3 dim: 2 } data: [1, 2, 3, 4, 5, 6] }"
-    with pytest.raises(CaffeliteError, match=r"loaded blob has shape \(3, 2\).*is \(2, 3\)"):
+    message = r"loaded parameter blob has shape \(3, 2\), expected \(2, 3\)"
+    with pytest.raises(CaffeliteError, match=message):
         build_layer(text, [])
 
 

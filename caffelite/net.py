@@ -93,8 +93,6 @@ class Net:
                     f"{len(layer_param.bottom)} bottoms"
                 )
             layer = create_layer(layer_param, self.phase)
-            if layer_param.name in self._layer_names:
-                raise CaffeliteError(f"{self._source}: duplicate layer name {layer_param.name!r}")
             self.layers.append(layer)
             self._layer_names.append(layer_param.name)
 
@@ -319,6 +317,13 @@ class Net:
             for name, ids in zip(self._layer_names, self.bottom_ids, strict=True)
         )
 
+    def _first_layer_by_name(self) -> dict:
+        """Caffe allows repeated layer names; weights go to the first layer of a name."""
+        first: dict = {}
+        for name, layer in zip(self._layer_names, self.layers, strict=True):
+            first.setdefault(name, layer)
+        return first
+
     def _layer_index(self, name: str) -> int:
         try:
             return self._layer_names.index(name)
@@ -413,7 +418,7 @@ class Net:
     # ---- weights -----------------------------------------------------------
     def share_with(self, other: Net) -> None:
         """Use ``other``'s parameter memory for layers of the same name (test nets)."""
-        theirs = other.layer_dict
+        theirs = other._first_layer_by_name()
         for name, layer in zip(self._layer_names, self.layers, strict=True):
             source = theirs.get(name)
             if source is None or not len(layer.blobs):
@@ -458,7 +463,7 @@ class Net:
         load_net_hdf5(self, path)
 
     def copy_trained_layers(self, param, source: str = "<NetParameter>") -> None:
-        mine = self.layer_dict
+        mine = self._first_layer_by_name()
         for layer_param in param.layer:
             layer = mine.get(layer_param.name)
             if layer is None or not len(layer_param.blobs):

@@ -504,3 +504,17 @@ def test_loss_top_feeding_another_loss_gets_both_gradients():
     np.testing.assert_allclose(
         chained.params["ip2"][0].diff, 3 * base.params["ip2"][0].diff, rtol=1e-5
     )
+
+
+def test_repeated_layer_names_are_allowed_as_in_caffe(tmp_path):
+    """Caffe's own mnist_autoencoder.prototxt names two layers "loss"."""
+    text = MLP + """
+    layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y" top: "loss_b"
+            loss_weight: 0 }
+    """
+    net = make_net(text)
+    assert net._layer_names.count("loss") == 2
+    assert net.outputs == ["loss", "loss_b"]
+    path = tmp_path / "w.caffemodel"
+    net.save(path)
+    make_net(text).copy_from(str(path))

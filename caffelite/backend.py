@@ -45,17 +45,14 @@ def set_mode_cpu() -> None:
 
 
 def set_mode_gpu() -> None:
-    """Select CuPy; an explicit error when it is not installed."""
-    global _array_module
-    try:
-        import cupy
-    except ImportError as exc:
-        from caffelite.errors import CaffeliteError
+    """GPU mode is designed for (CuPy behind ``xp()``) but not built yet: say so plainly
+    rather than fail somewhere inside a layer."""
+    from caffelite.errors import CaffeliteError
 
-        raise CaffeliteError(
-            "GPU mode needs CuPy (pip install cupy-cuda12x); it is not installed"
-        ) from exc
-    _array_module = cupy
+    raise CaffeliteError(
+        "GPU mode is not available in this version of caffelite; use set_mode_cpu() "
+        "(solver_mode: GPU in a solver prototxt runs on the CPU with a warning)"
+    )
 
 
 def set_device(device_id: int) -> None:

@@ -233,6 +233,8 @@ class Solver:
                 f'unknown regularization_type {p.regularization_type!r}; use "L2" or "L1"'
             )
         self._check_snapshot_write_permissions()
+        if p.HasField("solver_mode") and p.solver_mode == p.GPU:
+            logger.warning("solver_mode: GPU is not available in this version; running on the CPU")
 
     def check_param(self) -> None:
         """Update rules add their own checks of the parameters here."""

@@ -481,3 +481,14 @@ def test_snapshot_needs_a_prefix_and_a_writable_place(tmp_path):
 def test_module_exports():
     assert solver_module.Solver is Solver
     assert issubclass(AdamSolver, SGDSolver) and issubclass(SGDSolver, Solver)
+
+
+def test_solver_mode_gpu_runs_on_the_cpu_with_a_warning(caplog):
+    import caffelite
+
+    with caplog.at_level("WARNING", logger="caffelite"):
+        solver = sn.make_solver(SGDSolver, "solver_mode: GPU")
+    solver.step(1)
+    assert "solver_mode: GPU is not available" in caplog.text
+    with pytest.raises(CaffeliteError, match="GPU mode is not available"):
+        caffelite.set_mode_gpu()

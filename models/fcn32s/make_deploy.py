@@ -17,16 +17,12 @@ from __future__ import annotations
 import os
 import sys
 
-try:
-    import caffelite  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # netgen
+import netgen  # noqa: E402
 
-from google.protobuf import text_format  # noqa: E402
-
-from caffelite.proto import caffe_pb2  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from caffelite import NetSpec  # noqa: E402
+from caffelite import layers as L  # noqa: E402
+from caffelite import params as P  # noqa: E402
 
 NUM_CLASSES = 21  # PASCAL VOC: background + 20 classes
 CROP_OFFSET = 19
@@ -47,84 +43,61 @@ HEADER = """\
 BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 
 
-def _layer(net, name, kind, bottom, top):
-    layer = net.layer.add(name=name, type=kind)
-    layer.bottom.append(bottom)
-    layer.top.append(top)
-    return layer
-
-
-def conv(net, name, bottom, num_output, kernel, pad):
+def conv(n, name, bottom, num_output, kernel, pad):
     """A learned convolution with FCN's multipliers (bias: twice the rate, no decay)."""
-    layer = _layer(net, name, "Convolution", bottom, name)
-    layer.param.add(lr_mult=1, decay_mult=1)
-    layer.param.add(lr_mult=2, decay_mult=0)
-    layer.convolution_param.num_output = num_output
-    layer.convolution_param.pad.append(pad)
-    layer.convolution_param.kernel_size.append(kernel)
-    layer.convolution_param.stride.append(1)
-    return name
+    n[name] = L.Convolution(
+        bottom,
+        param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)],
+        num_output=num_output,
+        pad=pad,
+        kernel_size=kernel,
+        stride=1,
+    )
+    return n[name]
 
 
-def relu(net, name, blob):
-    _layer(net, name, "ReLU", blob, blob)
-
-
-def dropout(net, name, blob):
-    _layer(net, name, "Dropout", blob, blob).dropout_param.dropout_ratio = 0.5
+def relu_dropout(n, suffix, x):
+    """fc6/fc7's in-place ReLU and 50% dropout: relu6, drop6."""
+    n[f"relu{suffix}"] = x = L.ReLU(x, in_place=True)
+    n[f"drop{suffix}"] = x = L.Dropout(x, dropout_ratio=0.5, in_place=True)
+    return x
 
 
 def fcn32s(height: int = 500, width: int = 500):
-    net = caffe_pb2.NetParameter(name="voc-fcn32s")
-    data = net.layer.add(name="data", type="Input")
-    data.top.append("data")
-    data.input_param.shape.add().dim.extend([1, 3, height, width])
-    x = "data"
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, height, width]))
+    x = n.data
     for block, (count, channels) in enumerate(BLOCKS, start=1):
         for i in range(1, count + 1):
             pad = 100 if (block, i) == (1, 1) else 1
-            x = conv(net, f"conv{block}_{i}", x, channels, 3, pad)
-            relu(net, f"relu{block}_{i}", x)
-        pool = _layer(net, f"pool{block}", "Pooling", x, f"pool{block}")
-        pool.pooling_param.pool = caffe_pb2.PoolingParameter.MAX
-        pool.pooling_param.kernel_size = 2
-        pool.pooling_param.stride = 2
-        x = f"pool{block}"
-    x = conv(net, "fc6", x, 4096, 7, 0)
-    relu(net, "relu6", x)
-    dropout(net, "drop6", x)
-    x = conv(net, "fc7", x, 4096, 1, 0)
-    relu(net, "relu7", x)
-    dropout(net, "drop7", x)
-    x = conv(net, "score_fr", x, NUM_CLASSES, 1, 0)
-    up = _layer(net, "upscore", "Deconvolution", x, "upscore")
-    up.param.add(lr_mult=0)
-    p = up.convolution_param
-    p.num_output = NUM_CLASSES
-    p.bias_term = False
-    p.kernel_size.append(64)
-    p.stride.append(32)
-    p.group = NUM_CLASSES
-    p.weight_filler.type = "bilinear"
-    crop = net.layer.add(name="score", type="Crop")
-    crop.bottom.extend(["upscore", "data"])
-    crop.top.append("score")
-    crop.crop_param.axis = 2
-    crop.crop_param.offset.append(CROP_OFFSET)
+            x = conv(n, f"conv{block}_{i}", x, channels, 3, pad)
+            n[f"relu{block}_{i}"] = x = L.ReLU(x, in_place=True)
+        n[f"pool{block}"] = x = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    x = relu_dropout(n, 6, conv(n, "fc6", x, 4096, 7, 0))
+    x = relu_dropout(n, 7, conv(n, "fc7", x, 4096, 1, 0))
+    x = conv(n, "score_fr", x, NUM_CLASSES, 1, 0)
+    # Deconvolution shares ConvolutionParameter, so its fields go in convolution_param.
+    n.upscore = L.Deconvolution(
+        x,
+        param=[dict(lr_mult=0)],
+        convolution_param=dict(
+            num_output=NUM_CLASSES,
+            bias_term=False,
+            kernel_size=64,
+            stride=32,
+            group=NUM_CLASSES,
+            weight_filler=dict(type="bilinear"),
+        ),
+    )
+    n.score = L.Crop(n.upscore, n.data, axis=2, offset=CROP_OFFSET)
+    net = n.to_proto()
+    net.name = "voc-fcn32s"
     return net
 
 
 def prototxt_text() -> str:
-    return HEADER + text_format.MessageToString(fcn32s())
-
-
-def main() -> int:
-    path = os.path.join(HERE, "deploy.prototxt")
-    with open(path, "w") as f:
-        f.write(prototxt_text())
-    print(f"wrote {path}")
-    return 0
+    return netgen.prototxt_text(fcn32s(), HEADER)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(netgen.write_deploy(__file__, fcn32s(), HEADER))

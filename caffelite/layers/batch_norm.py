@@ -16,25 +16,12 @@ With ``use_global_stats`` (the default in TEST) the stored estimates are
 from __future__ import annotations
 
 from caffelite.layer import TEST, Layer, register_layer
+from caffelite.layers.mvn import normalization_backward
 
 
 def channel_mean(a):
     """Per-channel mean of an (N, C, S) array, kept as (1, C, 1) for broadcasting."""
     return a.mean(axis=(0, 2), keepdims=True)
-
-
-def batch_norm_backward_train(xp, y, dy, std, dx, tmp) -> None:
-    """``dx = (dy - mean(dy) - mean(dy * y) * y) / std`` per channel (the full BN gradient).
-
-    ``y`` is the normalised output; ``dx`` must not be ``dy``.
-    """
-    xp.multiply(dy, y, out=tmp)
-    mean_dy_y = channel_mean(tmp)
-    mean_dy = channel_mean(dy)
-    xp.multiply(y, mean_dy_y, out=dx)
-    dx += mean_dy
-    xp.subtract(dy, dx, out=dx)
-    dx /= std
 
 
 @register_layer("BatchNorm")
@@ -137,6 +124,6 @@ class BatchNormLayer(Layer):
         if self.use_global_stats:
             self.xp.divide(dy, self.std, out=dx)
             return
-        batch_norm_backward_train(
-            self.xp, self._view(self.x_norm), dy, self.std, dx, self._view(self._tmp)
+        normalization_backward(
+            self.xp, self._view(self.x_norm), dy, self.std, dx, self._view(self._tmp), channel_mean
         )

@@ -15,18 +15,24 @@ from __future__ import annotations
 from caffelite.layer import Layer, register_layer
 
 
-def mvn_backward_variance(xp, y, dy, std, dx, tmp) -> None:
-    """Caffe's gradient: ``dx = (dy - mean(dy) - y * mean(dy * y)) / (std + eps)`` per row.
+def normalization_backward(xp, y, dy, std, dx, tmp, mean) -> None:
+    """Gradient of ``y = (x - mean(x)) / std``: ``dx = (dy - mean(dy) - y * mean(dy * y)) / std``.
 
-    ``std`` already holds ``std + eps``; arrays are (groups, dim); ``dx`` may not be ``dy``.
+    ``mean`` averages over each normalised group, keeping dims for broadcasting (MVN's rows;
+    BatchNorm's channels over batch and positions). ``std`` already includes ``eps``;
+    ``dx`` may not be ``dy``.
     """
     xp.multiply(dy, y, out=tmp)
-    mean_dy_y = tmp.mean(axis=1, keepdims=True)
-    mean_dy = dy.mean(axis=1, keepdims=True)
+    mean_dy_y = mean(tmp)
+    mean_dy = mean(dy)
     xp.multiply(y, mean_dy_y, out=dx)
     dx += mean_dy
     xp.subtract(dy, dx, out=dx)
     dx /= std
+
+
+def _row_mean(a):
+    return a.mean(axis=1, keepdims=True)
 
 
 @register_layer("MVN")
@@ -80,6 +86,6 @@ class MVNLayer(Layer):
             dy = self._diff_copy
         if self.normalize_variance:
             y = top[0].data.reshape(self.rows)
-            mvn_backward_variance(xp, y, dy, self.std, dx, self._tmp)
+            normalization_backward(xp, y, dy, self.std, dx, self._tmp, _row_mean)
         else:
             xp.subtract(dy, dy.mean(axis=1, keepdims=True), out=dx)

@@ -20,7 +20,8 @@ for split in train t10k; do
             "data/mnist/${split}-labels-idx1-ubyte.gz" "data/mnist/mnist_${name}_lmdb"
     fi
 done
-if [ "$#" -eq 0 ]; then
-    set -- --solver models/lenet/lenet_solver.prototxt
-fi
+case " $* " in
+    *" --solver "* | *" -solver "* | *" --solver="* | *" -solver="*) ;;
+    *) set -- --solver models/lenet/lenet_solver.prototxt "$@" ;;
+esac
 exec $PY -m caffelite train "$@"

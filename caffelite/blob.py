@@ -210,6 +210,16 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def shapes_match(file_shape: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Equal shapes, or a legacy 4-d shape equal to ``shape`` padded with leading 1s
+    (Caffe's Blob::ShapeEquals: an old (1, 1, N, K) weight is today's (N, K))."""
+    if file_shape == shape:
+        return True
+    if len(file_shape) == 4 and len(shape) <= 4:
+        return file_shape == (1,) * (4 - len(shape)) + tuple(shape)
+    return False
+
+
 def proto_shape(proto) -> tuple[int, ...]:
     """The shape a BlobProto declares: legacy num/channels/height/width win if present."""
     if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):

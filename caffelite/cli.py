@@ -15,6 +15,13 @@ from caffelite.errors import CaffeliteError
 log = logging.getLogger("caffelite")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add(parser, name: str, **kwargs) -> None:
     parser.add_argument(f"--{name}", f"-{name}", **kwargs)
 
@@ -53,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     test = commands.add_parser("test", help="score a trained net on its TEST phase")
     _add(test, "model", required=True, help="net prototxt")
     _add(test, "weights", required=True, help=".caffemodel to test")
-    _add(test, "iterations", type=int, default=50, help="batches to average over")
+    _add(test, "iterations", type=_positive_int, default=50, help="batches to average over")
 
     timer = commands.add_parser("time", help="time forward and backward per layer")
     _add(timer, "model", required=True, help="net prototxt")
-    _add(timer, "iterations", type=int, default=50, help="iterations to average over")
+    _add(timer, "iterations", type=_positive_int, default=50, help="iterations to average over")
     _add(timer, "phase", choices=["TRAIN", "TEST"], default="TRAIN")
     return parser
 
@@ -82,8 +89,7 @@ def _train(args) -> int:
 
     solver = get_solver(args.solver)
     if args.weights:
-        for weights in args.weights.split(","):
-            solver.net.copy_from(weights)
+        solver.load_weights(args.weights)
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
     started = time.perf_counter()
     with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:

@@ -23,7 +23,7 @@ A custom layer is one class plus ``@register_layer("MyType")``.
 from __future__ import annotations
 
 from caffelite import backend
-from caffelite.blob import Blob
+from caffelite.blob import Blob, shapes_match
 from caffelite.errors import CaffeliteError
 
 TRAIN = 0
@@ -118,10 +118,11 @@ class Layer:
                 f"expected {len(specs)} parameter blob(s) ({names}){hint}, got {len(self.blobs)}"
             )
         for (name, shape, _), blob in zip(specs, self.blobs, strict=True):
-            if blob.shape != tuple(shape):
+            if not shapes_match(blob.shape, tuple(shape)):
                 raise self.error(
                     f"loaded {name} blob has shape {blob.shape}, expected {tuple(shape)}{hint}"
                 )
+            blob.reshape(shape)  # a legacy (1, 1, N, K) weight becomes (N, K)
 
     def error(self, message: str) -> CaffeliteError:
         """An error that names this layer, to ``raise`` where the fact is known."""

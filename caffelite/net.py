@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from caffelite.blob import Blob, proto_shape
+from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
 from caffelite.net_state import filter_net
@@ -92,7 +92,7 @@ class Net:
                     f"{len(layer_param.propagate_down)} values for "
                     f"{len(layer_param.bottom)} bottoms"
                 )
-            layer = create_layer(layer_param, self.phase)
+            layer = create_layer(layer_param)  # its own phase: explicit, or the net's
             self.layers.append(layer)
             self._layer_names.append(layer_param.name)
 
@@ -153,8 +153,8 @@ class Net:
                     blob_need_backward[blob_id] = True
 
         self._prune_backward(blob_need_backward)
-        self.output_ids = [blob_ids[name] for name in self._blob_names if name in available]
-        self.output_ids.sort()
+        # Caffe keeps the unconsumed blobs in a std::set, so outputs come in name order.
+        self.output_ids = [blob_ids[name] for name in sorted(available)]
         self._init_params()
         self.blobs = OrderedDict(zip(self._blob_names, self._blobs, strict=True))
 
@@ -475,7 +475,7 @@ class Net:
                 )
             for j, (proto, blob) in enumerate(zip(layer_param.blobs, layer.blobs, strict=True)):
                 shape = proto_shape(proto)
-                if not _shapes_match(shape, blob.shape):
+                if not shapes_match(shape, blob.shape):
                     raise CaffeliteError(
                         f"{source}: cannot copy param {j} of layer {layer_param.name!r}: shape "
                         f"{shape} in the file, {blob.shape} in the net. To learn this layer "
@@ -504,15 +504,6 @@ class Net:
     def save(self, path) -> None:
         """Write a binary .caffemodel that Caffe can read (atomically)."""
         write_binary_atomic(path, self.to_proto())
-
-
-def _shapes_match(file_shape: tuple[int, ...], net_shape: tuple[int, ...]) -> bool:
-    """Equal shapes, or a legacy 4-d shape equal to the net's after padding with 1s."""
-    if file_shape == net_shape:
-        return True
-    if len(file_shape) == 4 and len(net_shape) <= 4:
-        return file_shape == (1,) * (4 - len(net_shape)) + tuple(net_shape)
-    return False
 
 
 def _blob_values(proto, count: int):

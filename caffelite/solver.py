@@ -361,16 +361,20 @@ class Solver:
         return nets
 
     def _load_initial_weights(self) -> None:
-        """The solver's ``weights`` entries (each may list several files, comma-separated)
-        are copied into every net, like the CLI's ``--weights``."""
+        """The solver's ``weights`` entries (each may list several files, comma-separated)."""
         for entry in self.param.weights:
-            for name in entry.split(","):
-                if not name:
-                    continue
-                path = self._resolve(name, "weights file")
-                logger.info("Loading weights from %s", path)
-                for net in [self.net, *self.test_nets]:
-                    net.copy_from(path)
+            self.load_weights(entry)
+
+    def load_weights(self, paths: str) -> None:
+        """Copy trained weights into the train net and every test net, as Caffe's
+        ``caffe train --weights a.caffemodel,b.caffemodel`` does (layers matched by name)."""
+        for name in paths.split(","):
+            if not name:
+                continue
+            path = self._resolve(name, "weights file")
+            logger.info("Loading weights from %s", path)
+            for net in [self.net, *self.test_nets]:
+                net.copy_from(path)
 
     def pre_solve(self) -> None:
         """Allocate the history (zeros) and the scratch buffers, one per parameter."""

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -115,3 +116,42 @@ def test_python_dash_m_entry_point(tiny):
     )
     assert result.returncode == 1
     assert "missing.caffemodel" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_weights_go_into_test_only_layers_too(tiny, capsys):
+    """Caffe's `train --weights` copies into the train net and every test net."""
+    from caffelite.layer import TEST
+    from caffelite.net import Net
+    from caffelite.solver import get_solver
+
+    text = (
+        NET
+        + """
+    layer { name: "probe" type: "InnerProduct" bottom: "x" top: "probe"
+            include { phase: TEST } inner_product_param { num_output: 1 } }"""
+    )
+    (tiny / "net.prototxt").write_text(text)
+    trained = Net(str(tiny / "net.prototxt"), TEST)
+    trained.params["probe"][0].data[...] = 5.0
+    trained.save(tiny / "w.caffemodel")
+    solver = get_solver(str(tiny / "solver.prototxt"))
+    solver.load_weights(str(tiny / "w.caffemodel"))
+    assert np.all(solver.test_nets[0].params["probe"][0].data == 5.0)
+    assert (
+        main(
+            [
+                "train",
+                "--solver",
+                str(tiny / "solver.prototxt"),
+                "--weights",
+                str(tiny / "w.caffemodel"),
+            ]
+        )
+        == 0
+    )
+
+
+def test_iterations_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(["time", "--model", str(REPO / "models/lenet/lenet.prototxt"), "--iterations", "0"])
+    assert "must be at least 1" in capsys.readouterr().err

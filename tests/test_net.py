@@ -508,13 +508,40 @@ def test_loss_top_feeding_another_loss_gets_both_gradients():
 
 def test_repeated_layer_names_are_allowed_as_in_caffe(tmp_path):
     """Caffe's own mnist_autoencoder.prototxt names two layers "loss"."""
-    text = MLP + """
+    text = (
+        MLP
+        + """
     layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y" top: "loss_b"
             loss_weight: 0 }
     """
+    )
     net = make_net(text)
     assert net._layer_names.count("loss") == 2
     assert net.outputs == ["loss", "loss_b"]
     path = tmp_path / "w.caffemodel"
     net.save(path)
     make_net(text).copy_from(str(path))
+
+
+def test_a_layers_explicit_phase_wins_over_the_nets():
+    """Caffe's Layer takes param.phase(): a Dropout marked TEST is the identity in TRAIN."""
+    net = make_net("""
+    input: "x" input_shape { dim: 1 dim: 64 }
+    layer { name: "drop" type: "Dropout" bottom: "x" top: "y" phase: TEST }
+    layer { name: "plain" type: "Dropout" bottom: "x" top: "z" }
+    """)
+    assert net.layer_dict["drop"].phase == caffe.TEST
+    assert net.layer_dict["plain"].phase == caffe.TRAIN
+    out = net.forward(x=np.ones((1, 64)))
+    np.testing.assert_array_equal(out["y"], np.ones((1, 64)))
+    assert (out["z"] == 0).any()
+
+
+def test_outputs_come_in_name_order_as_in_caffe():
+    net = make_net("""
+    input: "x" input_shape { dim: 2 dim: 3 }
+    layer { name: "s" type: "Softmax" bottom: "x" top: "z_prob" }
+    layer { name: "copy" type: "Python" bottom: "x" top: "a_copy"
+            python_param { module: "pylayers" layer: "ScaleByParam" } }
+    """)
+    assert net.outputs == ["a_copy", "z_prob"]

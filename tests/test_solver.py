@@ -270,12 +270,12 @@ def test_display_lines(caplog):
     )
     loss0 = float(lines[first].rsplit("= ", 1)[1])
     assert loss0 == pytest.approx(numpy_loss(x, y, w0, b0), rel=1e-5)
-    # outputs in blob order: the loss (weighted) before the later Flatten top
+    # outputs in name order, as Caffe's std::set gives them: "flat" before "loss"
     value = f"{np.float32(loss0):.6g}"
-    assert lines[first + 1] == f"    Train net output #0: loss = {value} (* 1 = {value} loss)"
-    assert lines[first + 2 : first + 14] == [
-        f"    Train net output #{k + 1}: flat = {v:.6g}" for k, v in enumerate(x.ravel())
+    assert lines[first + 1 : first + 13] == [
+        f"    Train net output #{k}: flat = {v:.6g}" for k, v in enumerate(x.ravel())
     ]
+    assert lines[first + 13] == f"    Train net output #12: loss = {value} (* 1 = {value} loss)"
     assert lines[first + 14] == "Iteration 0, lr = 0.1"
     assert any(line.startswith("Iteration 2 (") for line in lines)
     assert "Iteration 2, lr = 0.1" in lines
@@ -316,7 +316,7 @@ def test_test_returns_means_and_logs(caplog):
     w, b = sn.ip_params(solver)
     results = solver.test()
     assert isinstance(results, OrderedDict)
-    assert list(results) == ["loss", "flat"]
+    assert list(results) == ["flat", "loss"]
     halves = [numpy_loss(x[:2], y[:2], w, b), numpy_loss(x[2:], y[2:], w, b)]
     assert isinstance(results["loss"], float)
     assert results["loss"] == pytest.approx(np.mean(halves), rel=1e-5)
@@ -329,9 +329,9 @@ def test_test_returns_means_and_logs(caplog):
     shown = [float(line.split(": ")[1]) for line in lines if line.startswith("Test loss: ")]
     assert shown == [pytest.approx(np.mean(halves), rel=1e-5)]
     mean = results["loss"]
-    assert f"    Test net output #0: loss = {mean:.6g} (* 1 = {mean:.6g} loss)" in lines
-    assert f"    Test net output #1: flat = {results['flat'][0, 0]:.6g}" in lines
-    assert f"    Test net output #6: flat = {results['flat'][1, 2]:.6g}" in lines
+    assert f"    Test net output #6: loss = {mean:.6g} (* 1 = {mean:.6g} loss)" in lines
+    assert f"    Test net output #0: flat = {results['flat'][0, 0]:.6g}" in lines
+    assert f"    Test net output #5: flat = {results['flat'][1, 2]:.6g}" in lines
     with pytest.raises(CaffeliteError, match=r"test net #3 does not exist; the solver has 1"):
         solver.test(3)
 

@@ -36,6 +36,8 @@ class BatchNormLayer(Layer):
             bool(p.use_global_stats) if p.HasField("use_global_stats") else self.phase == TEST
         )
         self.eps = float(p.eps)
+        if bottom[0].num_axes == 0:
+            raise self.error("needs a bottom with at least one axis (N, ...), got a scalar")
         self.channels = 1 if bottom[0].num_axes == 1 else bottom[0].shape[1]
         channels = (self.channels,)
         self.make_param_blobs(

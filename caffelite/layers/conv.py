@@ -29,6 +29,7 @@ import math
 from caffelite import im2col
 from caffelite.im2col import BATCH_FIRST, Geometry, Workspace
 from caffelite.layer import TRAIN, Layer, register_layer
+from caffelite.shapes import canonical_axis
 
 
 class _ConvolutionBase(Layer):
@@ -44,7 +45,7 @@ class _ConvolutionBase(Layer):
     # ---- setup -----------------------------------------------------------------------
     def setup(self, bottom, top):
         param = self.layer_param.convolution_param
-        self.channel_axis = bottom[0].canonical_axis_index(param.axis)
+        self.channel_axis = canonical_axis(self, bottom[0], param.axis)
         self.num_axes = bottom[0].num_axes
         num_spatial = self.num_axes - self.channel_axis - 1
         if num_spatial != 2:

@@ -11,6 +11,7 @@ import math
 
 from caffelite.im2col import Workspace
 from caffelite.layer import Layer, register_layer
+from caffelite.shapes import canonical_axis
 
 
 @register_layer("InnerProduct")
@@ -27,7 +28,7 @@ class InnerProductLayer(Layer):
             raise self.error(f"num_output must be positive, got {self.num_output}")
         self.bias_term = param.bias_term
         self.transpose = param.transpose
-        self.axis = bottom[0].canonical_axis_index(param.axis)
+        self.axis = canonical_axis(self, bottom[0], param.axis)
         self.k = bottom[0].count(self.axis)
         n, k = self.num_output, self.k
         weight_shape = (k, n) if self.transpose else (n, k)
@@ -40,7 +41,7 @@ class InnerProductLayer(Layer):
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
-        axis = bottom[0].canonical_axis_index(self.layer_param.inner_product_param.axis)
+        axis = canonical_axis(self, bottom[0], self.layer_param.inner_product_param.axis)
         k = math.prod(shape[axis:])
         if k != self.k:
             raise self.error(

@@ -270,3 +270,8 @@ def test_in_a_net_the_statistics_get_lr_mult_zero():
     np.testing.assert_allclose(bn.blobs[0].data, per_channel_stats(x)[0], rtol=1e-5)
     net.backward()
     assert np.all(np.isfinite(net.blobs["x"].diff))
+
+
+def test_scalar_bottom_is_a_clear_error():
+    with pytest.raises(CaffeliteError, match="at least one axis"):
+        build_layer('type: "BatchNorm"', [np.array(1.0)])

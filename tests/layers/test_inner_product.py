@@ -130,6 +130,19 @@ def test_loaded_weights_kept_and_checked():
         create_layer(missing).setup_layer([Blob(4, 3)], [Blob()])
 
 
-def test_axis_out_of_range():
-    with pytest.raises(CaffeliteError, match="axis 3 out of range"):
+def test_axis_out_of_range_names_the_layer():
+    with pytest.raises(CaffeliteError, match=r"layer '\w+' \(type InnerProduct\).*axis 3 is out"):
         build_layer(ip_text("num_output: 2 axis: 3"), [random(2, 3)])
+
+
+def test_weights_embedded_in_the_layer_may_use_the_legacy_4d_shape():
+    """Old prototxts carry (1, 1, N, K) blobs; Caffe's ShapeEquals accepts them as (N, K)."""
+    layer, bottom, top = build_layer(
+        'type: "InnerProduct" inner_product_param { num_output: 2 } '
+        "blobs { num: 1 channels: 1 height: 2 width: 3 data: [1, 2, 3, 4, 5, 6] } "
+        "blobs { num: 1 channels: 1 height: 1 width: 2 data: [10, 20] }",
+        [np.ones((1, 3))],
+    )
+    assert [b.shape for b in layer.blobs] == [(2, 3), (2,)]
+    layer.forward(bottom, top)
+    np.testing.assert_array_equal(top[0].data, [[16.0, 35.0]])

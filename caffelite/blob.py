@@ -170,7 +170,7 @@ class Blob:
         shape = proto_shape(proto)
         if reshape:
             self.reshape(shape)
-        elif shape != self._shape:
+        elif not shapes_match(shape, self._shape):
             raise CaffeliteError(f"blob shape mismatch: file has {shape}, blob has {self._shape}")
         values = _proto_values(proto, "data")
         if values.size != self.count:

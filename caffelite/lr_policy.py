@@ -60,6 +60,11 @@ def learning_rate(param, iteration: int, current_step: int = 0) -> tuple[float, 
         return base_lr * math.pow(gamma, current_step), current_step
     if policy == "poly":
         _require(param.max_iter > 0, policy, "max_iter > 0", param.max_iter)
+        if iteration > param.max_iter:
+            raise CaffeliteError(
+                f'lr_policy "poly" is undefined past max_iter: iteration {iteration} > '
+                f"max_iter {param.max_iter} (raise max_iter to train longer)"
+            )
         return base_lr * math.pow(1.0 - iteration / param.max_iter, param.power), current_step
     if policy == "sigmoid":
         _require(gamma >= 0, policy, "gamma >= 0", gamma)

@@ -402,6 +402,66 @@ class Net:
                 )
             getattr(blob, field)[...] = array
 
+    # ---- pycaffe's batch helpers --------------------------------------------------
+    def set_input_arrays(self, data, labels) -> None:
+        """Feed the first layer, which must be MemoryData; 1-d labels become (N, 1, 1, 1)."""
+        if not self.layers or self.layers[0].type != "MemoryData":
+            raise CaffeliteError(
+                "set_input_arrays needs a net whose first layer is MemoryData; "
+                f"net {self.name!r} starts with {self.layers[0].type if self.layers else None}"
+            )
+        labels = np.asarray(labels, dtype=np.float32)
+        if labels.ndim == 1:
+            labels = labels[:, None, None, None]
+        self.layers[0].set_input_arrays(
+            np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(labels)
+        )
+
+    def forward_all(self, blobs=None, **inputs) -> dict:
+        """Forward any number of items in batches of the net's input size; the outputs
+        (and ``blobs``) of all batches, joined, without the last batch's padding."""
+        return self.forward_backward_all(blobs=blobs, **inputs)[0]
+
+    def forward_backward_all(self, blobs=None, diffs=None, **arrays):
+        """pycaffe's forward_backward_all: ``arrays`` holds inputs (by input name) and
+        output diffs (by output name); returns (outputs, input diffs), all batches joined."""
+        feeds = {name: arrays.pop(name) for name in self.inputs if name in arrays}
+        top_diffs = {name: arrays.pop(name) for name in self.outputs if name in arrays}
+        if arrays:
+            raise CaffeliteError(
+                f"{', '.join(sorted(arrays))}: not an input ({', '.join(self.inputs)}) or an "
+                f"output ({', '.join(self.outputs)}) of net {self.name!r}"
+            )
+        if not feeds:
+            raise CaffeliteError(f"give at least one input array ({', '.join(self.inputs)})")
+        outputs = {name: [] for name in set(self.outputs) | set(blobs or [])}
+        grads = {name: [] for name in set(self.inputs) | set(diffs or [])} if top_diffs else {}
+        diff_batches = self._batches(top_diffs) if top_diffs else None
+        for batch, valid in self._batches(feeds):
+            for name, array in self.forward(blobs=blobs, **batch).items():
+                outputs[name].append(array[:valid].copy())
+            if diff_batches is not None:
+                batch_diffs, _ = next(diff_batches)
+                for name, array in self.backward(diffs=diffs, **batch_diffs).items():
+                    grads[name].append(array[:valid].copy())
+        joined_out = {name: np.concatenate(parts) for name, parts in outputs.items()}
+        joined_grads = {name: np.concatenate(parts) for name, parts in grads.items()}
+        return joined_out, joined_grads
+
+    def _batches(self, arrays: dict):
+        """(batch dict, number of real items) per batch of the net's batch size."""
+        count = len(next(iter(arrays.values())))
+        size = self.blobs[next(iter(arrays))].shape[0]
+        for start in range(0, count, size):
+            batch = {}
+            for name, array in arrays.items():
+                chunk = np.asarray(array[start : start + size])
+                if len(chunk) < size:
+                    pad = np.zeros((size - len(chunk),) + chunk.shape[1:], dtype=chunk.dtype)
+                    chunk = np.concatenate([chunk, pad])
+                batch[name] = chunk
+            yield batch, min(size, count - start)
+
     def reshape(self) -> None:
         for layer_id, layer in enumerate(self.layers):
             layer.reshape(self._bottom_vec(layer_id), self._top_vec(layer_id))

@@ -21,9 +21,19 @@ def read_text(path, message):
     """Parse the prototxt at ``path`` into ``message`` (returned)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        payload = path.read_bytes()
     except OSError as exc:
         raise CaffeliteError(f"cannot read {path}: {exc.strerror}") from exc
+    if b"\0" in payload:
+        raise CaffeliteError(
+            f"{path} is a binary file, not a {message.DESCRIPTOR.name} prototxt (text); "
+            "is it a .caffemodel or .solverstate given where a prototxt belongs?"
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        # Caffe parses bytes: a Latin-1 comment is no reason to fail.
+        text = payload.decode("latin-1")
     return parse_text(text, message, source=str(path))
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from caffelite import backend, rng
-from caffelite.blob import Blob, proto_shape
+from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
 from caffelite.lr_policy import learning_rate
@@ -751,7 +751,7 @@ class Solver:
             )
         for i, (proto, blob) in enumerate(zip(state.history, self.history, strict=True)):
             shape = proto_shape(proto)
-            if shape != blob.shape:
+            if not shapes_match(shape, blob.shape):
                 raise CaffeliteError(
                     f"{state_file}: history blob {i} has shape {shape}; the net's parameter "
                     f"needs {blob.shape}"

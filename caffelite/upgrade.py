@@ -1,7 +1,8 @@
 """Bring older NetParameter forms up to date before a Net is built (Caffe's upgrade_proto).
 
 Handles the net-level ``input``/``input_shape``/``input_dim`` fields, which become
-an ``Input`` layer named "input" as Caffe's UpgradeNetInput does. The V1
+an ``Input`` layer named "input" as Caffe's UpgradeNetInput does, and old BatchNorm
+definitions with learnable statistics (UpgradeNetBatchNorm). The V1
 ``layers { type: CONVOLUTION }`` format is upgraded by ``upgrade_v1_net`` when a
 module provides it (see the layer catalogue).
 """
@@ -16,6 +17,10 @@ def upgrade_net_input(param) -> None:
     if not param.input:
         if param.input_shape or param.input_dim:
             raise CaffeliteError("net has input_shape/input_dim but no input names")
+        return
+    if not param.input_shape and not param.input_dim:
+        # Old caffemodels list their input names without shapes: nothing to build from.
+        param.ClearField("input")
         return
     from caffelite.proto import caffe_pb2
 
@@ -42,6 +47,16 @@ def upgrade_net_input(param) -> None:
     param.ClearField("input_dim")
 
 
+def upgrade_batch_norm(param) -> None:
+    """Old BatchNorm definitions declared three learnable params; their statistics are
+    not learned, so Caffe's UpgradeNetBatchNorm sets lr_mult and decay_mult to 0."""
+    for layer in param.layer:
+        if layer.type == "BatchNorm" and len(layer.param) == 3:
+            for spec in layer.param:
+                spec.lr_mult = 0.0
+                spec.decay_mult = 0.0
+
+
 def upgrade_net(param, source: str = "<net>") -> None:
     """All upgrades Caffe applies on load, in order."""
     if len(param.layers):
@@ -53,3 +68,4 @@ def upgrade_net(param, source: str = "<net>") -> None:
             ) from None
         upgrade_v1_net(param, source)
     upgrade_net_input(param)
+    upgrade_batch_norm(param)

@@ -135,3 +135,10 @@ def test_solver_follows_multistep_schedule(caplog):
     assert "Iteration 2, lr = 0.1" in caplog.text
     assert "MultiStep Status: Iteration 3, step = 2" in caplog.text
     assert "Iteration 4, lr = 0.05" in caplog.text
+
+
+def test_poly_past_max_iter_is_a_clear_error():
+    param = caffe_pb2.SolverParameter(base_lr=0.01, lr_policy="poly", power=0.5, max_iter=100)
+    assert learning_rate(param, 100)[0] == 0.0
+    with pytest.raises(CaffeliteError, match=r"past max_iter: iteration 101 > max_iter 100"):
+        learning_rate(param, 101)

@@ -545,3 +545,74 @@ def test_outputs_come_in_name_order_as_in_caffe():
             python_param { module: "pylayers" layer: "ScaleByParam" } }
     """)
     assert net.outputs == ["a_copy", "z_prob"]
+
+
+def test_forward_all_and_forward_backward_all_batch_and_unpad():
+    no_loss = MLP.replace(
+        'layer { name: "loss" type: "EuclideanLoss" bottom: "out" bottom: "y" top: "loss" }', ""
+    )
+    net = make_net(no_loss + "force_backward: true")  # no loss: gradients only when forced
+    x = np.random.default_rng(3).standard_normal((10, 3))  # 3 batches of 4, the last padded
+    outs = net.forward_all(x=x)
+    assert outs["out"].shape == (10, 2)
+    w1, b1 = (b.data for b in net.params["ip1"])
+    w2, b2 = (b.data for b in net.params["ip2"])
+    np.testing.assert_allclose(outs["out"], np.maximum(x @ w1.T + b1, 0) @ w2.T + b2, rtol=1e-5)
+    upstream = np.ones((10, 2))
+    outs, grads = net.forward_backward_all(x=x, out=upstream)
+    assert set(grads) == {"x", "y"} and grads["x"].shape == (10, 3)
+    mask = (x @ w1.T + b1) > 0
+    np.testing.assert_allclose(grads["x"], ((upstream @ w2) * mask) @ w1, rtol=1e-5, atol=1e-6)
+    with pytest.raises(CaffeliteError, match="nope: not an input"):
+        net.forward_all(x=x, nope=x)
+
+
+def test_set_input_arrays_feeds_a_memory_data_net():
+    net = make_net("""
+    layer { name: "mem" type: "MemoryData" top: "data" top: "label"
+            memory_data_param { batch_size: 2 channels: 1 height: 1 width: 3 } }
+    layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+            inner_product_param { num_output: 1 } }
+    layer { name: "sink" type: "Silence" bottom: "label" }
+    """)
+    data = np.arange(12, dtype=np.float32).reshape(4, 1, 1, 3)
+    net.set_input_arrays(data, np.array([0, 1, 2, 3]))
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["data"].data, data[:2])
+    np.testing.assert_array_equal(net.blobs["label"].data.ravel(), [0, 1])
+    with pytest.raises(CaffeliteError, match="first layer is MemoryData"):
+        make_net(MLP).set_input_arrays(data, np.zeros(4))
+
+
+def test_latin1_comment_in_a_prototxt_is_fine(tmp_path):
+    path = tmp_path / "latin1.prototxt"
+    path.write_bytes("# café\n".encode("latin-1") + MLP.encode())
+    assert caffe.Net(str(path), caffe.TEST).inputs == ["x", "y"]
+
+
+def test_weights_file_given_as_the_model_is_a_clear_error(tmp_path):
+    path = tmp_path / "w.caffemodel"
+    make_net(MLP).save(path)
+    with pytest.raises(CaffeliteError, match=r"w.caffemodel is a binary file, not a NetParameter"):
+        caffe.Net(str(path), caffe.TEST)
+
+
+def test_legacy_caffemodel_with_input_names_but_no_shapes_loads(tmp_path):
+    """Old Caffe wrote `input:` names without dims into caffemodels; UpgradeNetInput strips them."""
+    source = make_net(MLP)
+    param = source.to_proto()
+    param.input.append("x")
+    path = tmp_path / "old.caffemodel"
+    path.write_bytes(param.SerializeToString())
+    target = make_net(MLP)
+    target.copy_from(str(path))
+    np.testing.assert_array_equal(target.params["ip1"][0].data, source.params["ip1"][0].data)
+
+
+def test_old_batch_norm_with_learnable_params_is_upgraded():
+    net = make_net("""
+    input: "x" input_shape { dim: 4 dim: 3 }
+    layer { name: "bn" type: "BatchNorm" bottom: "x" top: "y"
+            param { lr_mult: 1 } param { lr_mult: 1 } param { lr_mult: 1 } }
+    """)
+    assert net.params_lr == [0.0, 0.0, 0.0] and net.params_weight_decay == [0.0, 0.0, 0.0]

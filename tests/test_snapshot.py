@@ -242,3 +242,24 @@ def test_weights_field_initialises_the_nets(tmp_path):
         "the current directory nor next to the solver",
     ):
         Solver(tmp_path / "solver.prototxt")
+
+
+def test_restore_accepts_legacy_4d_history_blobs(tmp_path):
+    """Old solverstates store history in the num/channels/height/width form."""
+    sgd = sn.make_solver(SGDSolver, f"momentum: 0.9 snapshot_prefix: '{tmp_path}/lsq'")
+    sgd.step(3)
+    _, state_path = sgd.snapshot()
+    state = state_of(state_path)
+    for proto, blob in zip(state.history, sgd.history, strict=True):
+        values = list(proto.data)
+        proto.Clear()
+        proto.num, proto.channels = 1, 1
+        proto.height, proto.width = ((1,) + blob.shape) if len(blob.shape) == 1 else blob.shape
+        proto.data.extend(values)
+    legacy = tmp_path / "legacy.solverstate"
+    legacy.write_bytes(state.SerializeToString())
+    resumed = sn.make_solver(SGDSolver, "momentum: 0.9")
+    resumed.restore(legacy)
+    for a, b in zip(resumed.history, sgd.history, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a.data, b.data)

@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"train": _train, "test": _test, "time": _time}[args.command](args)
     except CaffeliteError as exc:
-        log.error("%s", exc)
         print(f"caffelite {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -18,7 +18,7 @@ class GlogFormatter(logging.Formatter):
         micros = int((record.created % 1) * 1_000_000)
         letter = _LEVEL_LETTERS.get(record.levelname, "I")
         where = f"{os.path.basename(record.pathname)}:{record.lineno}"
-        return f"{letter}{stamp}.{micros:06d} {os.getpid():>6} {where}] {record.getMessage()}"
+        return f"{letter}{stamp}.{micros:06d} {os.getpid():>5} {where}] {record.getMessage()}"
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -323,12 +323,13 @@ class Transformer:
 
 
 def load_image(filename, color: bool = True) -> np.ndarray:
-    """An image file as float32 (H, W, 3) RGB, or (H, W, 1) for a grey image when
-    ``color`` is False, scaled to [0, 1] (8-bit by 255, 16-bit by 65535).
+    """An image file as float32 (H, W, 3) RGB, or (H, W, 1) grey when ``color`` is False,
+    scaled to [0, 1] (8-bit by 255, 16-bit by 65535).
 
-    As pycaffe's: a grey image becomes three equal channels when ``color`` is True, an
-    alpha channel is dropped, and a colour image stays colour even with ``color=False``.
-    Needs Pillow (imported here so the rest of caffelite works without it).
+    As pycaffe's (``imread(as_grey=not color)``): a grey image becomes three equal
+    channels when ``color`` is True, a colour image becomes grey (ITU-R 601 luma) when
+    it is False, and an alpha channel is dropped. Needs Pillow (imported here so the
+    rest of caffelite works without it).
     """
     try:
         from PIL import Image, UnidentifiedImageError
@@ -344,8 +345,10 @@ def load_image(filename, color: bool = True) -> np.ndarray:
             if bands[0] in ("1", "L", "I", "F") and len(bands) <= 2:
                 grey = image.getchannel(0) if len(bands) == 2 else image  # drop alpha
                 pixels = np.asarray(grey)
-            else:  # RGB, RGBA, palette, CMYK, YCbCr, ...: RGB without alpha
+            elif color:  # RGB, RGBA, palette, CMYK, YCbCr, ...: RGB without alpha
                 pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            else:
+                pixels = np.asarray(image.convert("L"))
     except FileNotFoundError:
         raise CaffeliteError(f"load_image: image file {str(filename)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:

@@ -240,6 +240,8 @@ def write_lmdb(
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         if not np.array_equal(labels, np.round(labels)):
             raise CaffeliteError("write_lmdb: labels must be integers")
+    if n == 0:
+        raise CaffeliteError("write_lmdb: there are no images to write (the input is empty)")
     path = os.fspath(path)
     _prepare_lmdb_target(path, overwrite)
     shape = tuple(int(d) for d in images.shape[1:])

@@ -78,6 +78,10 @@ def _fill_message(message, value, where: str) -> None:
         )
 
 
+class NetSpecTypeError(CaffeliteError, TypeError):
+    """A bottom that is not a Top: a TypeError, as pycaffe raises, and a CaffeliteError."""
+
+
 class Top:
     """One output blob of a layer (``fn``), the ``n``-th of its tops."""
 
@@ -108,7 +112,7 @@ class Function:
             raise CaffeliteError(f"L.{type_name}: ntop must be an integer >= 0, got {self.ntop!r}")
         for i, top in enumerate(inputs):
             if not isinstance(top, Top):
-                raise CaffeliteError(
+                raise NetSpecTypeError(
                     f"L.{type_name}: bottom {i} must be a Top returned by another layer "
                     f"function, got {type(top).__name__} {top!r}"
                 )

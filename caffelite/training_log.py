@@ -63,11 +63,22 @@ def _columns(rows: list[dict], base) -> list[str]:
     return names
 
 
-def _stamp(match) -> datetime:
-    """The glog time stamp as a datetime in the leap year 2000 (glog omits the year)."""
+def _stamp(match, year: int) -> datetime:
+    """The glog time stamp as a datetime in ``year`` (glog omits the year; Caffe's
+    parse_log takes the log file's). Feb 29 in a non-leap year falls back to 2000."""
     month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 6))
     micros = int(match.group(6)[:6].ljust(6, "0"))
-    return datetime(2000, month, day, hour, minute, second, micros)
+    try:
+        return datetime(year, month, day, hour, minute, second, micros)
+    except ValueError:
+        return datetime(2000, month, day, hour, minute, second, micros)
+
+
+def _next_year(stamp: datetime) -> datetime:
+    try:
+        return stamp.replace(year=stamp.year + 1)
+    except ValueError:  # Feb 29 taken in the wrong year
+        return stamp + timedelta(days=365)
 
 
 def _number(text: str) -> float:
@@ -81,8 +92,10 @@ def _new_row(stamps: list, stamp, row: dict) -> dict:
     return row
 
 
-def parse_lines(lines) -> TrainingLog:
-    """Parse log lines (an iterable of str) into a TrainingLog."""
+def parse_lines(lines, year: int | None = None) -> TrainingLog:
+    """Parse log lines (an iterable of str) into a TrainingLog; ``year`` is the year the
+    log starts in (default: this year), which matters for logs that cross February."""
+    year = datetime.now().year if year is None else year
     train: dict[int, dict] = {}
     test: list[dict] = []
     rates: dict[int, float] = {}
@@ -93,7 +106,7 @@ def parse_lines(lines) -> TrainingLog:
 
     for line in lines:
         match = _GLOG.match(line)
-        stamp = _stamp(match) if match else None
+        stamp = _stamp(match, year) if match else None
         message = line[match.end() :] if match else line.strip()
         if stamp is not None:
             first = first or stamp
@@ -139,10 +152,9 @@ def parse_lines(lines) -> TrainingLog:
 
     origin = start or first
     for row, stamp in stamps:
-        delta = stamp - origin
-        if delta < timedelta(0):  # the log ran into a new year
-            delta += timedelta(days=366)
-        row["Seconds"] = delta.total_seconds()
+        if stamp < origin:  # the log ran into a new year
+            stamp = _next_year(stamp)
+        row["Seconds"] = (stamp - origin).total_seconds()
     train_rows = sorted(train.values(), key=lambda row: row["NumIters"])
     _fill_rates(train_rows, rates)
     _fill_rates(test, rates)
@@ -185,8 +197,9 @@ def parse_log(path) -> tuple[list[dict], list[dict]]:
 
 def read_log(path) -> TrainingLog:
     try:
+        year = datetime.fromtimestamp(os.path.getmtime(path)).year
         with open(path, errors="replace") as handle:
-            return parse_lines(handle)
+            return parse_lines(handle, year)
     except OSError as exc:
         raise CaffeliteError(f"cannot read training log {path}: {exc.strerror}") from None
 

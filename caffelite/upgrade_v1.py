@@ -187,10 +187,9 @@ def upgrade_v1_net(param, source: str = "<net>") -> None:
     if not len(param.layers):
         return
     if len(param.layer):
-        logger.warning(
-            "%s: has both V1 'layers' and current 'layer' entries; the 'layer' entries "
-            "are dropped, as Caffe does. Use one format.",
-            source,
+        raise CaffeliteError(
+            f"{source}: refusing to upgrade a net that has both V1 'layers' and current "
+            "'layer' entries (as Caffe refuses); write every layer in one format"
         )
     logger.info("%s: upgrading the V1 'layers' format to 'layer'", source)
     upgraded = []

@@ -141,3 +141,10 @@ def test_tool_draws_v1_nets(tmp_path):
     out = tmp_path / "v1.dot"
     assert _tool().main([str(v1), str(out)]) == 0
     assert '"x_blob" -> "r_ReLU";' in out.read_text()
+
+
+def test_tool_reports_an_unwritable_output_in_one_line(tmp_path, capsys):
+    assert _tool().main([str(LENET), str(tmp_path / "missing" / "net.dot")]) == 1
+    err = capsys.readouterr().err
+    assert "draw_net: cannot write" in err and "No such file or directory" in err
+    assert "Traceback" not in err

@@ -171,8 +171,12 @@ def test_load_image_colour(tmp_path, pil_image):
     img = cio.load_image(str(path))
     assert img.dtype == np.float32 and img.shape == (2, 3, 3)
     np.testing.assert_allclose(img, rgb / 255.0, rtol=1e-6)
-    # color=False keeps a colour image in colour, as pycaffe does.
-    assert cio.load_image(path, color=False).shape == (2, 3, 3)
+    # color=False gives grey (pycaffe reads with as_grey): ITU-R 601 luma, one channel.
+    grey = cio.load_image(path, color=False)
+    assert grey.shape == (2, 3, 1)
+    r, g, b = (rgb[..., c].astype(np.float64) for c in range(3))
+    luma = (r * 299 + g * 587 + b * 114) / 1000 / 255.0
+    np.testing.assert_allclose(grey[..., 0], luma, atol=1 / 255)
 
 
 def test_load_image_grey(tmp_path, pil_image):

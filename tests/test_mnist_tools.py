@@ -385,3 +385,10 @@ def test_convert_real_mnist_slice_as_a_script(tmp_path):
     assert keys[0] == b"00000000" and keys[-1] == b"00000999"
     np.testing.assert_array_equal(got[:, 0], images[:1000])
     np.testing.assert_array_equal(got_labels, labels[:1000])
+
+
+def test_write_lmdb_refuses_an_empty_input_and_leaves_nothing(tmp_path):
+    target = tmp_path / "empty_lmdb"
+    with pytest.raises(CaffeliteError, match="no images to write"):
+        mnist.write_lmdb(target, np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64))
+    assert not target.exists()

@@ -287,3 +287,11 @@ def test_deep_chain_does_not_hit_the_recursion_limit():
     proto = net_spec.to_proto(top)
     assert len(proto.layer) == 3001
     assert proto.layer[-1].name == "ReLU3000" and list(proto.layer[-1].top) == ["Input1"]
+
+
+def test_a_bottom_that_is_not_a_top_is_a_type_error_as_in_pycaffe():
+    from caffelite import layers as L
+
+    tops = L.DummyData(ntop=2)
+    with pytest.raises(TypeError, match="must be a Top"):
+        L.Silence(tops, ntop=0)

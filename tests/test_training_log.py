@@ -202,3 +202,23 @@ def test_tool_writes_csv_and_accepts_caffes_arguments(log_file, tmp_path, monkey
         png = tmp_path / "c.png"
         assert tool.main(["6", str(png), str(log_file)]) == 0  # Caffe's form
         assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seconds_use_the_logs_year_across_february(tmp_path):
+    lines = [
+        "I0228 23:59:00.000000  1234 solver.py:300] Solving LeNet\n",
+        "I0301 00:01:00.000000  1234 solver.py:400] Iteration 100 (1 iter/s, 1s/100 iters), "
+        "loss = 0.5\n",
+    ]
+    assert training_log.parse_lines(lines, year=2026).train[0]["Seconds"] == 120.0
+    assert training_log.parse_lines(lines, year=2024).train[0]["Seconds"] == 86520.0  # leap
+
+
+def test_plot_tool_reports_an_unwritable_csv_target_in_one_line(tmp_path, capsys):
+    log = tmp_path / "train.log"
+    log.write_text("I0101 00:00:00.000000  1 solver.py:1] Solving x\n")
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    assert _tool().main([str(log), "--csv", str(blocker)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("plot_training_log: ") and "Traceback" not in err

@@ -1,7 +1,6 @@
 """Legacy V0/V1 nets: upgrade to the current format, in memory, via Net, and the tools."""
 
 import importlib.util
-import logging
 
 import numpy as np
 import pytest
@@ -267,27 +266,11 @@ def test_v0_errors_are_clear():
         )
 
 
-class _Records(logging.Handler):
-    """Collects caffelite's records even when its logger does not propagate."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def test_mixed_formats_drop_the_modern_layers_with_a_warning():
+def test_mixed_formats_are_refused_as_caffe_refuses_them():
     param = net_param("""
         layer { name: "modern" type: "ReLU" bottom: "x" top: "y" }
         layers { name: "old" type: RELU bottom: "x" top: "z" }
     """)
-    logger, records = logging.getLogger("caffelite"), _Records()
-    logger.addHandler(records)
-    try:
+    with pytest.raises(CaffeliteError, match="mixed: refusing to upgrade .* both V1 'layers'"):
         upgrade_v1_net(param, "mixed")
-    finally:
-        logger.removeHandler(records)
-    assert [layer.name for layer in param.layer] == ["old"]
-    assert any("dropped" in message for message in records.messages)
+    assert [layer.name for layer in param.layer] == ["modern"]  # nothing was dropped

@@ -63,6 +63,12 @@ def main(argv=None) -> int:
     except CaffeliteError as exc:
         print(f"draw_net: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(
+            f"draw_net: cannot write {exc.filename or 'the output'}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"draw_net: Graphviz's 'dot' program is not installed, so {out} was not made.\n"
         f"Wrote the graph as DOT text to {fallback}; install Graphviz and run:\n"

@@ -74,6 +74,12 @@ def main(argv=None) -> int:
     except CaffeliteError as exc:
         print(f"plot_training_log: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(
+            f"plot_training_log: cannot write {exc.filename or 'the output'}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -66,6 +66,9 @@ def read_image(path: str, new_height: int = 0, new_width: int = 0, is_color: boo
         ) from None
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I"):
+                # 16-bit: Pillow's convert would clip at 255; OpenCV divides by 256.
+                image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
             image = image.convert("RGB" if is_color else "L")
             if new_height > 0 and new_width > 0:
                 image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
@@ -141,15 +144,29 @@ class ImageDataLayer(Layer):
     def reshape(self, bottom, top):
         """Tops are sized by ``forward``, from the batch's first image."""
 
+    def _transform(self, images, dtype) -> np.ndarray:
+        """The batch through transform_param: in one go when the images share a shape,
+        else one by one, each cropped from its own size (as Caffe transforms each image)."""
+        if all(image.shape == images[0].shape for image in images):
+            batch = np.stack(images)
+            shape = self._infer_shape(batch.shape)
+            return self.transformer.transform(batch, out=np.empty(shape, dtype=dtype))
+        data = np.empty(self._infer_shape((len(images),) + images[0].shape), dtype=dtype)
+        for k, image in enumerate(images):
+            self._infer_shape((1,) + image.shape)  # the crop must fit this image
+            self.transformer.transform(image[None], out=data[k : k + 1])
+        return data
+
     def forward(self, bottom, top):
         images, labels = [], np.empty(self.batch_size, dtype=np.float32)
         for item in range(self.batch_size):
             image = self._read(self._pos)
-            if images and image.shape != images[0].shape:
+            if images and image.shape != images[0].shape and not self.transformer.crop_size:
                 raise self.error(
                     f"image {self.root_folder + self.lines[self._pos][0]!r} has shape "
                     f"{image.shape}, but the batch started with {images[0].shape}; set "
-                    "new_height/new_width or use batch_size 1 for images of mixed sizes"
+                    "new_height/new_width or crop_size, or use batch_size 1 for images of "
+                    "mixed sizes"
                 )
             images.append(image)
             labels[item] = self.lines[self._pos][1]
@@ -158,9 +175,8 @@ class ImageDataLayer(Layer):
                 self._pos = 0
                 if self.shuffle:
                     self._shuffle_lines()
-        batch = np.stack(images)
-        shape = self._infer_shape(batch.shape)
-        data = self.transformer.transform(batch, out=np.empty(shape, dtype=top[0].dtype))
+        data = self._transform(images, top[0].dtype)
+        shape = data.shape
         xp = self.xp
         top[0].reshape(shape)
         top[0].data[...] = xp.asarray(data)

@@ -204,3 +204,35 @@ def test_errors_name_the_path_or_line(tmp_path):
     )
     with pytest.raises(CaffeliteError, match=r"img2\.png' has shape \(3, 6, 5\).*\(3, 4, 5\)"):
         layer.forward(bottom, top)
+
+
+def test_images_of_mixed_sizes_share_a_batch_when_cropped(tmp_path):
+    """Caffe transforms each image on its own, so crop_size makes mixed sizes fine."""
+    sizes = {1: (4, 5), 2: (6, 6), 3: (5, 7)}
+    arrays = {}
+    for value, (height, width) in sizes.items():
+        arrays[value] = rgb_image(value, height, width)
+        Image.fromarray(arrays[value]).save(tmp_path / f"img{value}.png")
+    source = write_list(tmp_path, [f"{tmp_path}/img{v}.png {v}" for v in sizes])
+    layer, bottom, top = image_layer(
+        source, transform="transform_param { crop_size: 3 }", phase=caffe.TEST, batch_size=3
+    )
+    data, labels = run(layer, bottom, top)
+    assert data.shape == (3, 3, 3, 3) and labels.tolist() == [1, 2, 3]
+    for k, value in enumerate(sizes):
+        height, width = sizes[value]
+        top_row, left = (height - 3) // 2, (width - 3) // 2  # TEST: centre crop
+        crop = arrays[value][top_row : top_row + 3, left : left + 3]
+        np.testing.assert_array_equal(data[k], bgr_chw(crop))
+    uncropped, bottom, top = image_layer(source, batch_size=3)
+    with pytest.raises(CaffeliteError, match="set new_height/new_width or crop_size"):
+        run(uncropped, bottom, top)
+
+
+def test_16_bit_images_are_scaled_to_8_bits_as_opencv_does(tmp_path):
+    ramp = (np.arange(32, dtype=np.uint16) * 2000).reshape(4, 8)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    source = write_list(tmp_path, [f"{tmp_path}/deep.png 0"])
+    layer, bottom, top = image_layer(source, params="is_color: false", batch_size=1)
+    data, _ = run(layer, bottom, top)
+    np.testing.assert_array_equal(data[0, 0], (ramp >> 8).astype(np.float32))

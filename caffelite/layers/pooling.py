@@ -21,7 +21,7 @@ import math
 import numpy
 
 from caffelite.im2col import Workspace
-from caffelite.layer import Layer, register_layer
+from caffelite.layer import TEST, Layer, register_layer
 from caffelite.proto import caffe_pb2
 
 _P = caffe_pb2.PoolingParameter
@@ -211,12 +211,24 @@ class PoolingLayer(Layer):
     # ---- forward -----------------------------------------------------------------------
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
-        if self.method == _P.MAX:
+        if self.method != _P.MAX:
+            self._forward_ave(x, y)
+        elif self.phase == TEST and len(top) == 1 and not self.whole:
+            # Only backward needs the argmax, and a TEST net seldom runs one: skip it
+            # here (about half the work) and find it in backward if it is ever asked for.
+            self._forward_max_values(x, y)
+            self.argmax = None
+        else:
             self._forward_max(x, y)
             if len(top) > 1:
                 self._write_mask(top[1].data)
-        else:
-            self._forward_ave(x, y)
+
+    def _forward_max_values(self, x, y):
+        xp = self.xp
+        views = self._offset_views(self._frame(x, -numpy.inf))
+        xp.copyto(y, views[0])
+        for view in views[1:]:
+            xp.maximum(y, view, out=y)
 
     def _forward_max(self, x, y):
         xp = self.xp
@@ -270,6 +282,10 @@ class PoolingLayer(Layer):
             return
         dy, dx = top[0].diff, bottom[0].diff
         if self.method == _P.MAX:
+            if self.argmax is None:  # the TEST-phase forward kept none
+                self._forward_max(
+                    bottom[0].data, self.workspace.array("values", dy.shape, dy.dtype)
+                )
             self._backward_max(dy, dx)
         else:
             self._backward_ave(dy, dx)

@@ -258,3 +258,25 @@ def test_too_many_tops():
 def test_kernel_larger_than_input():
     with pytest.raises(CaffeliteError, match=r"empty: input 2x6, kernel 3x3.*give 0x4"):
         build_layer(pool_text("kernel_size: 3 round_mode: FLOOR"), [np.zeros((1, 1, 2, 6))])
+
+
+@pytest.mark.parametrize(
+    "params",
+    ["kernel_size: 2 stride: 2", "kernel_size: 3 stride: 2 pad: 1", "kernel_size: 3 stride: 2"],
+)
+def test_test_phase_max_pooling_skips_the_argmax_but_backward_still_works(params):
+    """A TEST-phase forward keeps no argmax; a forced backward finds it and must agree."""
+    from caffelite.layer import TEST, TRAIN
+
+    x = np.random.default_rng(9).permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) / 10.0
+    text = f'type: "Pooling" pooling_param {{ pool: MAX {params} }}'
+    results = []
+    for phase in (TRAIN, TEST):
+        layer, bottom, top = build_layer(text, [x], phase=phase)
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.arange(top[0].count).reshape(top[0].shape)
+        layer.backward(top, [True], bottom)
+        results.append((layer, top[0].data.copy(), bottom[0].diff.copy()))
+    (_, y_train, dx_train), (test_layer, y_test, dx_test) = results
+    np.testing.assert_array_equal(y_test, y_train)
+    np.testing.assert_array_equal(dx_test, dx_train)

@@ -8,6 +8,7 @@ prediction. An optional second top gives the accuracy per class. No gradient.
 from __future__ import annotations
 
 from caffelite.layer import Layer, register_layer
+from caffelite.layers.loss import int_labels
 from caffelite.shapes import labelled_axis
 
 
@@ -50,21 +51,15 @@ class AccuracyLayer(Layer):
     def forward(self, bottom, top) -> None:
         xp = self.xp
         outer, channels, inner = self.dims
-        labels = bottom[1].data.reshape(outer, inner).astype(xp.int64)
-        if self.has_ignore_label:
-            valid = labels != self.ignore_label
-            labels = xp.where(valid, labels, 0)
-        else:
+        labels, valid = int_labels(
+            self,
+            bottom[1].data.reshape(outer, inner),
+            channels,
+            self.ignore_label if self.has_ignore_label else None,
+            f" (the classes of axis {self.axis} of the prediction of shape {bottom[0].shape})",
+        )
+        if valid is None:
             valid = xp.ones(labels.shape, dtype=bool)
-        bad = (labels < 0) | (labels >= channels)
-        if bool(bad.any()):
-            first = bottom[1].data.reshape(outer, inner)[bad][0]
-            raise self.error(
-                f"label {float(first):g} is out of range: labels must be integers in "
-                f"[0, {channels}) (the classes of axis {self.axis} of the prediction of "
-                f"shape {bottom[0].shape})"
-                + (f" or the ignore_label {self.ignore_label}" if self.has_ignore_label else "")
-            )
         hits = top_k_hits(xp, bottom[0].data.reshape(self.dims), labels, self.top_k) & valid
         count = int(valid.sum())
         top[0].data[...] = hits.sum() / count if count else 0

@@ -83,3 +83,30 @@ class LossLayer(Layer):
     def loss_weight_of(top) -> float:
         """The scalar gradient of the objective w.r.t. ``top[0]``, as a Python float."""
         return float(top[0].diff.reshape(-1)[0])
+
+
+def int_labels(layer, values, size: int, ignore_label: int | None = None, context: str = ""):
+    """Labels cast to int as Caffe does (truncation), and the mask of non-ignored ones.
+
+    The mask is None when nothing is ignored. Non-ignored labels outside
+    ``[0, size)`` are an error naming the first one (``context`` says where the
+    classes come from); ignored ones come back as 0.
+    """
+    xp = layer.xp
+    if not bool(xp.isfinite(values).all()):
+        raise layer.error(
+            f"labels must be finite numbers; got {float(values[~xp.isfinite(values)][0])}"
+        )
+    labels = values.astype(xp.int64)
+    valid = None
+    if ignore_label is not None:
+        valid = labels != ignore_label
+        labels = xp.where(valid, labels, 0)
+    bad = (labels < 0) | (labels >= size)
+    if bool(bad.any()):
+        raise layer.error(
+            f"label {float(values[bad][0]):g} is out of range: labels must be integers in "
+            f"[0, {size}){context}"
+            + (f" or the ignore_label {ignore_label}" if ignore_label is not None else "")
+        )
+    return labels, valid

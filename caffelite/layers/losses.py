@@ -14,6 +14,7 @@ from caffelite.layers.loss import (
     BATCH_SIZE,
     LossLayer,
     get_normalizer,
+    int_labels,
     normalization_mode,
 )
 from caffelite.layers.softmax import softmax
@@ -22,32 +23,6 @@ from caffelite.shapes import labelled_axis
 
 #: Caffe's kLOG_THRESHOLD: probabilities are clamped here before the log.
 LOG_THRESHOLD = 1e-20
-
-
-def int_labels(layer, values, size: int, ignore_label: int | None = None):
-    """Labels cast to int as Caffe does (truncation), and the mask of non-ignored ones.
-
-    The mask is None when nothing is ignored. Non-ignored labels outside
-    ``[0, size)`` are an error naming the first one; ignored ones come back as 0.
-    """
-    xp = layer.xp
-    if not bool(xp.isfinite(values).all()):
-        raise layer.error(
-            f"labels must be finite numbers; got {float(values[~xp.isfinite(values)][0])}"
-        )
-    labels = values.astype(xp.int64)
-    valid = None
-    if ignore_label is not None:
-        valid = labels != ignore_label
-        labels = xp.where(valid, labels, 0)
-    bad = (labels < 0) | (labels >= size)
-    if bool(bad.any()):
-        raise layer.error(
-            f"label {float(values[bad][0]):g} is out of range: labels must be integers in "
-            f"[0, {size})"
-            + (f" or the ignore_label {ignore_label}" if ignore_label is not None else "")
-        )
-    return labels, valid
 
 
 def _no_label_gradient(layer, propagate_down, indices) -> None:

@@ -10,7 +10,7 @@ import numpy
 
 from caffelite.blob import Blob
 from caffelite.layer import Layer, register_layer
-from caffelite.layers.loss import LossLayer, get_normalizer, normalization_mode
+from caffelite.layers.loss import LossLayer, get_normalizer, int_labels, normalization_mode
 from caffelite.shapes import canonical_axis, labelled_axis, split_axis
 
 #: Caffe clips probabilities at FLT_MIN before the log, in every precision.
@@ -129,23 +129,15 @@ class SoftmaxWithLossLayer(LossLayer):
     def _labels(self, bottom):
         """Integer labels of shape (outer, inner), ignored ones replaced by 0, and
         the mask of valid positions (None when nothing can be ignored)."""
-        xp = self.xp
         outer, channels, inner = self.dims
-        labels = bottom[1].data.reshape(outer, inner).astype(xp.int64)
-        valid = None
-        if self.has_ignore_label:
-            valid = labels != self.ignore_label
-            labels = xp.where(valid, labels, 0)
-        bad = (labels < 0) | (labels >= channels)
-        if bool(bad.any()):
-            first = bottom[1].data.reshape(outer, inner)[bad][0]
-            raise self.error(
-                f"label {float(first):g} is out of range: labels must be integers in "
-                f"[0, {channels}) (the {channels} channels of axis {self.axis} of the "
-                f"prediction of shape {bottom[0].shape})"
-                + (f" or the ignore_label {self.ignore_label}" if self.has_ignore_label else "")
-            )
-        return labels, valid
+        return int_labels(
+            self,
+            bottom[1].data.reshape(outer, inner),
+            channels,
+            self.ignore_label if self.has_ignore_label else None,
+            f" (the {channels} channels of axis {self.axis} of the prediction of shape "
+            f"{bottom[0].shape})",
+        )
 
     def forward(self, bottom, top) -> None:
         xp = self.xp

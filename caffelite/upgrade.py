@@ -69,3 +69,17 @@ def upgrade_net(param, source: str = "<net>") -> None:
         upgrade_v1_net(param, source)
     upgrade_net_input(param)
     upgrade_batch_norm(param)
+
+
+def upgrade_net_file(source, target, binary: bool) -> bool:
+    """Rewrite the net at ``source`` in the current format at ``target`` (Caffe's
+    upgrade_net_proto_text/_binary tools); False when it was already current."""
+    from caffelite.proto import caffe_pb2
+    from caffelite.prototxt import read_binary, read_text, write_binary_atomic, write_text
+
+    read, write = (read_binary, write_binary_atomic) if binary else (read_text, write_text)
+    param = read(source, caffe_pb2.NetParameter())
+    before = param.SerializeToString()
+    upgrade_net(param, str(source))
+    write(target, param)
+    return param.SerializeToString() != before

@@ -274,3 +274,16 @@ def test_mixed_formats_are_refused_as_caffe_refuses_them():
     with pytest.raises(CaffeliteError, match="mixed: refusing to upgrade .* both V1 'layers'"):
         upgrade_v1_net(param, "mixed")
     assert [layer.name for layer in param.layer] == ["modern"]  # nothing was dropped
+
+
+def test_upgrade_text_tool_applies_every_upgrade_not_only_v1(tmp_path, capsys):
+    """A modern net with an old BatchNorm (learnable statistics) still needs upgrading."""
+    old, new = tmp_path / "bn.prototxt", tmp_path / "bn_new.prototxt"
+    old.write_text(
+        'layer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" '
+        "param { lr_mult: 1 } param { lr_mult: 1 } param { lr_mult: 1 } }"
+    )
+    assert load_tool("upgrade_net_proto_text").main([str(old), str(new)]) == 0
+    assert "already in the current format" not in capsys.readouterr().err
+    upgraded = read_text(new, caffe_pb2.NetParameter())
+    assert [p.lr_mult for p in upgraded.layer[0].param] == [0, 0, 0]

@@ -18,26 +18,21 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffelite.errors import CaffeliteError
-from caffelite.proto import caffe_pb2
-from caffelite.prototxt import read_binary, write_binary_atomic
-from caffelite.upgrade import upgrade_net
+from caffelite.upgrade import upgrade_net_file
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("input", help="the binary NetParameter in an old format")
-    parser.add_argument("output", help="where to write the upgraded binary NetParameter")
+    parser.add_argument("input", help="the binary (.caffemodel) net in an old format")
+    parser.add_argument("output", help="where to write the upgraded binary (.caffemodel) net")
     args = parser.parse_args(argv)
     try:
-        param = read_binary(args.input, caffe_pb2.NetParameter())
-        if len(param.layers) or len(param.input):
-            upgrade_net(param, args.input)
-        else:
-            print(f"{args.input} is already in the current format", file=sys.stderr)
-        write_binary_atomic(args.output, param)
+        changed = upgrade_net_file(args.input, args.output, binary=True)
     except CaffeliteError as exc:
         print(f"upgrade_net_proto_binary: {exc}", file=sys.stderr)
         return 1
+    if not changed:
+        print(f"{args.input} is already in the current format", file=sys.stderr)
     print(f"Wrote upgraded NetParameter binary proto to {args.output}")
     return 0
 

@@ -20,32 +20,21 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffelite.errors import CaffeliteError
-from caffelite.proto import caffe_pb2
-from caffelite.prototxt import read_text, write_text
-from caffelite.upgrade import upgrade_net
-
-
-def needs_upgrade(param) -> bool:
-    return bool(
-        len(param.layers) or len(param.input) or len(param.input_shape) or len(param.input_dim)
-    )
+from caffelite.upgrade import upgrade_net_file
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("input", help="the net prototxt in an old format")
-    parser.add_argument("output", help="where to write the upgraded prototxt")
+    parser.add_argument("input", help="the text (prototxt) net in an old format")
+    parser.add_argument("output", help="where to write the upgraded text (prototxt) net")
     args = parser.parse_args(argv)
     try:
-        param = read_text(args.input, caffe_pb2.NetParameter())
-        if needs_upgrade(param):
-            upgrade_net(param, args.input)
-        else:
-            print(f"{args.input} is already in the current format", file=sys.stderr)
-        write_text(args.output, param)
+        changed = upgrade_net_file(args.input, args.output, binary=False)
     except CaffeliteError as exc:
         print(f"upgrade_net_proto_text: {exc}", file=sys.stderr)
         return 1
+    if not changed:
+        print(f"{args.input} is already in the current format", file=sys.stderr)
     print(f"Wrote upgraded NetParameter text proto to {args.output}")
     return 0
 

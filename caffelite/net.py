@@ -71,6 +71,9 @@ class Net:
         self._layer_names = []
         self.bottom_ids: list[list[int]] = []
         self.top_ids: list[list[int]] = []
+        # The Blob objects each layer reads and writes (Caffe's bottom_vecs_/top_vecs_).
+        self.bottom_vecs: list[list[Blob]] = []
+        self.top_vecs: list[list[Blob]] = []
         self._blobs: list[Blob] = []
         self._blob_names: list[str] = []
         self.blob_loss_weight_list: list[float] = []
@@ -111,6 +114,7 @@ class Net:
                     wants = layer_param.propagate_down[j]
                 need.append(wants)
             self.bottom_ids.append(bottoms)
+            self.bottom_vecs.append([self._blobs[i] for i in bottoms])
             self.bottom_need_backward.append(need)
 
             tops = []
@@ -135,8 +139,9 @@ class Net:
                 available.add(name)
                 tops.append(blob_id)
             self.top_ids.append(tops)
+            self.top_vecs.append([self._blobs[i] for i in tops])
 
-            layer.setup_layer(self._bottom_vec(layer_id), self._top_vec(layer_id))
+            layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
             for j, blob_id in enumerate(tops):
                 if layer.loss_weights[j]:
                     self.blob_loss_weight_list[blob_id] = layer.loss_weights[j]
@@ -157,12 +162,6 @@ class Net:
         self.output_ids = [blob_ids[name] for name in sorted(available)]
         self._init_params()
         self.blobs = OrderedDict(zip(self._blob_names, self._blobs, strict=True))
-
-    def _bottom_vec(self, layer_id: int) -> list[Blob]:
-        return [self._blobs[i] for i in self.bottom_ids[layer_id]]
-
-    def _top_vec(self, layer_id: int) -> list[Blob]:
-        return [self._blobs[i] for i in self.top_ids[layer_id]]
 
     def _prune_backward(self, blob_need_backward: list[bool]) -> None:
         """Skip backward where nothing below feeds a loss, or nothing needs a gradient."""
@@ -337,7 +336,7 @@ class Net:
         loss = 0.0
         for layer_id in range(start, end + 1):
             layer = self.layers[layer_id]
-            bottom, top = self._bottom_vec(layer_id), self._top_vec(layer_id)
+            bottom, top = self.bottom_vecs[layer_id], self.top_vecs[layer_id]
             layer.reshape(bottom, top)
             layer.forward(bottom, top)
             for j, weight in enumerate(layer.loss_weights):
@@ -352,11 +351,11 @@ class Net:
             if not self.layer_need_backward[layer_id]:
                 continue
             layer = self.layers[layer_id]
-            top = self._top_vec(layer_id)
+            top = self.top_vecs[layer_id]
             for j, weight in enumerate(layer.loss_weights):
                 if weight:
                     top[j].diff[...] = weight
-            layer.backward(top, self.bottom_need_backward[layer_id], self._bottom_vec(layer_id))
+            layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
 
     def forward_backward(self) -> float:
         """One forward and backward pass over the whole net; the loss (Caffe's ForwardBackward)."""
@@ -464,7 +463,7 @@ class Net:
 
     def reshape(self) -> None:
         for layer_id, layer in enumerate(self.layers):
-            layer.reshape(self._bottom_vec(layer_id), self._top_vec(layer_id))
+            layer.reshape(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
 
     def clear_param_diffs(self) -> None:
         for blob in self.learnable_params:

@@ -46,7 +46,7 @@ def time_net(net, iterations: int = 50, warmup: int = 1) -> TimingReport:
     clock = time.perf_counter
     for _ in range(iterations):
         for i, layer in enumerate(net.layers):
-            bottom, top = net._bottom_vec(i), net._top_vec(i)
+            bottom, top = net.bottom_vecs[i], net.top_vecs[i]
             start = clock()
             layer.reshape(bottom, top)
             layer.forward(bottom, top)
@@ -54,12 +54,12 @@ def time_net(net, iterations: int = 50, warmup: int = 1) -> TimingReport:
         for i in reversed(range(n)):
             if not net.layer_need_backward[i]:
                 continue
-            layer, top = net.layers[i], net._top_vec(i)
+            layer, top = net.layers[i], net.top_vecs[i]
             for j, weight in enumerate(layer.loss_weights):
                 if weight:
                     top[j].diff[...] = weight
             start = clock()
-            layer.backward(top, net.bottom_need_backward[i], net._bottom_vec(i))
+            layer.backward(top, net.bottom_need_backward[i], net.bottom_vecs[i])
             backward[i] += clock() - start
     scale = 1000.0 / max(iterations, 1)
     return TimingReport(

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer
+from caffelite.proto import caffe_pb2
 
-#: LossParameter.NormalizationMode values (as in caffe.proto).
-FULL, VALID, BATCH_SIZE, NONE = 0, 1, 2, 3
-_MODE_NAMES = {FULL: "FULL", VALID: "VALID", BATCH_SIZE: "BATCH_SIZE", NONE: "NONE"}
+_MODES = caffe_pb2.LossParameter.NormalizationMode
+FULL, VALID, BATCH_SIZE, NONE = (
+    _MODES.Value(name) for name in ("FULL", "VALID", "BATCH_SIZE", "NONE")
+)
 
 
 def normalization_mode(loss_param, default: int = VALID) -> int:
@@ -47,7 +49,7 @@ def get_normalizer(mode: int, outer_num: int, inner_num: int, valid_count: int =
     else:
         raise CaffeliteError(
             f"unknown loss normalization mode {mode!r}; "
-            f"known: {', '.join(f'{v} ({k})' for k, v in _MODE_NAMES.items())}"
+            f"known: {', '.join(f'{name} ({value})' for name, value in _MODES.items())}"
         )
     return float(max(1, normalizer))
 

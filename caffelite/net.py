@@ -403,17 +403,16 @@ class Net:
 
     # ---- pycaffe's batch helpers --------------------------------------------------
     def set_input_arrays(self, data, labels) -> None:
-        """Feed the first layer, which must be MemoryData; 1-d labels become (N, 1, 1, 1)."""
+        """Feed the first layer, which must be MemoryData (as float32, C-contiguous copies
+        where needed; labels may be (N,) or pycaffe's (N, 1, 1, 1))."""
         if not self.layers or self.layers[0].type != "MemoryData":
             raise CaffeliteError(
                 "set_input_arrays needs a net whose first layer is MemoryData; "
                 f"net {self.name!r} starts with {self.layers[0].type if self.layers else None}"
             )
-        labels = np.asarray(labels, dtype=np.float32)
-        if labels.ndim == 1:
-            labels = labels[:, None, None, None]
         self.layers[0].set_input_arrays(
-            np.ascontiguousarray(data, dtype=np.float32), np.ascontiguousarray(labels)
+            np.ascontiguousarray(data, dtype=np.float32),
+            np.ascontiguousarray(labels, dtype=np.float32),
         )
 
     def forward_all(self, blobs=None, **inputs) -> dict:

@@ -510,7 +510,7 @@ class Solver:
         )
         self._timer_start = now
         self._iterations_last = self.iter
-        self._log_outputs(self.net, "Train", self._output_values(self.net))
+        self._log_outputs("Train", self._output_values(self.net))
 
     @staticmethod
     def _output_values(net: Net) -> list[tuple[str, np.ndarray, float]]:
@@ -520,7 +520,7 @@ class Solver:
         ]
 
     @staticmethod
-    def _log_outputs(net: Net, kind: str, values) -> None:
+    def _log_outputs(kind: str, values) -> None:
         index = 0
         for name, array, weight in values:
             for value in np.asarray(array).ravel():
@@ -594,7 +594,7 @@ class Solver:
                 mean = total / total.dtype.type(test_iter)
                 results[name] = float(mean.reshape(-1)[0]) if mean.size == 1 else mean
                 logged.append((name, mean, net.blob_loss_weight_list[blob_id]))
-            self._log_outputs(net, "Test", logged)
+            self._log_outputs("Test", logged)
         self.test_results[test_net_id] = results
         return results
 

@@ -117,6 +117,3 @@ class SignalHandler:
             return self.sigint_action
         return SolverAction.NONE
 
-    def get_action_function(self):
-        """The query to hand to ``Solver.set_action_function`` (Caffe's name)."""
-        return self.get_requested_action

@@ -185,3 +185,18 @@ def test_solver_state_errors(tmp_path):
         f.create_dataset("iter", data=[1])
     with pytest.raises(CaffeliteError, match="no 'current_step' dataset"):
         hdf5.load_solver_state_hdf5(tmp_path / "bad.h5")
+
+
+def test_net_save_hdf5_and_load_hdf5_methods(net, tmp_path):
+    """pycaffe's Net.save_hdf5 / Net.load_hdf5 write and read Caffe's HDF5 weights."""
+    path = tmp_path / "net.caffemodel.h5"
+    net.save_hdf5(str(path))
+    other = make_net()
+    other.load_hdf5(str(path))
+    for mine, theirs in zip(net.learnable_params, other.learnable_params, strict=True):
+        np.testing.assert_array_equal(mine.data, theirs.data)
+    with h5py.File(path, "r") as handle:
+        assert "data" in handle and "diff" not in handle
+    net.save_hdf5(str(path), write_diff=True)
+    with h5py.File(path, "r") as handle:
+        assert "diff" in handle

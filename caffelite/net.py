@@ -330,32 +330,38 @@ class Net:
             raise CaffeliteError(f"net {self.name!r} has no layer named {name!r}") from None
 
     # ---- running -----------------------------------------------------------
+    def forward_layer(self, layer_id: int) -> float:
+        """Reshape and run one layer; its weighted loss."""
+        layer, top = self.layers[layer_id], self.top_vecs[layer_id]
+        bottom = self.bottom_vecs[layer_id]
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+        return sum(
+            weight * float(top[j].data.sum())
+            for j, weight in enumerate(layer.loss_weights)
+            if weight
+        )
+
+    def backward_layer(self, layer_id: int) -> None:
+        """Backpropagate through one layer, if it needs it; loss tops start from their weight."""
+        if not self.layer_need_backward[layer_id]:
+            return
+        layer, top = self.layers[layer_id], self.top_vecs[layer_id]
+        for j, weight in enumerate(layer.loss_weights):
+            if weight:
+                top[j].diff[...] = weight
+        layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
+
     def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
         """Run layers ``start..end`` (inclusive); return the weighted loss."""
         end = len(self.layers) - 1 if end is None else end
-        loss = 0.0
-        for layer_id in range(start, end + 1):
-            layer = self.layers[layer_id]
-            bottom, top = self.bottom_vecs[layer_id], self.top_vecs[layer_id]
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
-            for j, weight in enumerate(layer.loss_weights):
-                if weight:
-                    loss += weight * float(top[j].data.sum())
-        return loss
+        return sum(self.forward_layer(layer_id) for layer_id in range(start, end + 1))
 
     def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
         """Backpropagate through layers ``start`` down to ``end`` (inclusive)."""
         start = len(self.layers) - 1 if start is None else start
         for layer_id in range(start, end - 1, -1):
-            if not self.layer_need_backward[layer_id]:
-                continue
-            layer = self.layers[layer_id]
-            top = self.top_vecs[layer_id]
-            for j, weight in enumerate(layer.loss_weights):
-                if weight:
-                    top[j].diff[...] = weight
-            layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
+            self.backward_layer(layer_id)
 
     def forward_backward(self) -> float:
         """One forward and backward pass over the whole net; the loss (Caffe's ForwardBackward)."""

@@ -45,21 +45,13 @@ def time_net(net, iterations: int = 50, warmup: int = 1) -> TimingReport:
     backward = [0.0] * n
     clock = time.perf_counter
     for _ in range(iterations):
-        for i, layer in enumerate(net.layers):
-            bottom, top = net.bottom_vecs[i], net.top_vecs[i]
+        for i in range(n):
             start = clock()
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
+            net.forward_layer(i)
             forward[i] += clock() - start
         for i in reversed(range(n)):
-            if not net.layer_need_backward[i]:
-                continue
-            layer, top = net.layers[i], net.top_vecs[i]
-            for j, weight in enumerate(layer.loss_weights):
-                if weight:
-                    top[j].diff[...] = weight
             start = clock()
-            layer.backward(top, net.bottom_need_backward[i], net.bottom_vecs[i])
+            net.backward_layer(i)
             backward[i] += clock() - start
     scale = 1000.0 / max(iterations, 1)
     return TimingReport(

@@ -10,6 +10,15 @@ from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
 from caffelite.net import Net
 from caffelite.net_spec import NetSpec, params, to_proto
+from caffelite.parallel import (
+    NCCL,
+    has_nccl,
+    set_multiprocess,
+    set_solver_count,
+    set_solver_rank,
+    solver_count,
+    solver_rank,
+)
 from caffelite.rng import set_random_seed
 from caffelite.solver import Solver, get_solver
 from caffelite.solvers import (
@@ -30,6 +39,7 @@ __all__ = [
     "Blob",
     "CaffeliteError",
     "Layer",
+    "NCCL",
     "Net",
     "NetSpec",
     "NesterovSolver",
@@ -39,6 +49,7 @@ __all__ = [
     "TEST",
     "TRAIN",
     "get_solver",
+    "has_nccl",
     "io",
     "layer_type_list",
     "layers",
@@ -47,6 +58,11 @@ __all__ = [
     "set_device",
     "set_mode_cpu",
     "set_mode_gpu",
+    "set_multiprocess",
     "set_random_seed",
+    "set_solver_count",
+    "set_solver_rank",
+    "solver_count",
+    "solver_rank",
     "to_proto",
 ]

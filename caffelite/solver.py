@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from caffelite import backend, rng
+from caffelite import backend, parallel, rng
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
@@ -241,7 +241,7 @@ class Solver:
 
     def _check_snapshot_write_permissions(self) -> None:
         p = self.param
-        if not p.snapshot:
+        if not p.snapshot or not parallel.root_solver():  # only the root solver writes
             return
         if not p.HasField("snapshot_prefix"):
             raise CaffeliteError("snapshot is set but snapshot_prefix is not")
@@ -532,8 +532,11 @@ class Solver:
 
     # ---- testing --------------------------------------------------------------------
     def test_all(self) -> list[OrderedDict | None]:
-        """Test every test net (stopping early if asked); their results."""
+        """Test every test net (stopping early if asked); their results. Only the root
+        solver tests (rank 0 of a data-parallel job, ``caffelite.parallel``)."""
         results = []
+        if not parallel.root_solver():
+            return results
         for test_net_id in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
@@ -673,10 +676,14 @@ class Solver:
     def snapshot_filename(self, extension: str) -> str:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
-    def snapshot(self) -> tuple[str, str]:
-        """Write the weights, then the solver state; the two paths."""
+    def snapshot(self) -> tuple[str, str] | None:
+        """Write the weights, then the solver state; the two paths. Only the root solver
+        writes (rank 0 of a data-parallel job): elsewhere None, nothing written."""
         from caffelite.proto import caffe_pb2
 
+        if not parallel.root_solver():
+            self._last_snapshot_iter = self.iter
+            return None
         fmt = self.param.snapshot_format
         if fmt == caffe_pb2.SolverParameter.BINARYPROTO:
             model_filename = self.snapshot_to_binary_proto()

@@ -22,6 +22,7 @@ import numpy as np
 from caffelite.data_transformer import DataTransformer
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
+from caffelite.parallel.world import record_share
 from caffelite.proto import caffe_pb2
 from caffelite.rng import get_rng
 
@@ -153,12 +154,13 @@ class _Prefetcher:
     """The reader thread and its buffer queues; deliberately holds no reference to the
     layer, so an abandoned layer can be garbage collected (its finalizer stops us)."""
 
-    def __init__(self, env, env_key, source, batch_size, skip, transformer, rng, prefetch):
+    def __init__(self, env, env_key, source, batch_size, skip, stride, transformer, rng, prefetch):
         self.env = env
         self.env_key = env_key
         self.source = source
         self.batch_size = batch_size
-        self.skip = skip
+        self.skip = skip  # records passed over before the first one read
+        self.stride = stride  # then every stride-th record is read (round-robin dealing)
         self.transformer = transformer
         self.rng = rng
         self.free: queue.Queue = queue.Queue()
@@ -196,9 +198,10 @@ class _Prefetcher:
                 for _ in range(self.batch_size):
                     keys.append(cursor.key())
                     values.append(cursor.value())
-                    if not cursor.next():
-                        cursor.first()
-                since_remap += self.batch_size
+                    for _ in range(self.stride):
+                        if not cursor.next():
+                            cursor.first()
+                since_remap += self.batch_size * self.stride
                 if since_remap >= REMAP_EVERY_RECORDS:
                     since_remap = 0
                     txn, cursor = self._remap(txn, cursor.key())
@@ -330,11 +333,22 @@ class DataLayer(Layer):
             raise
         # Caffe's rand_skip: start 0..rand_skip-1 records in, so that runs differ in order.
         skip = int(get_rng().integers(p.rand_skip)) % entries if p.rand_skip else 0
+        # In a data-parallel job, rank r of N reads records r, r+N, ... (Caffe's Skip).
+        first, stride = record_share(self.phase)
+        skip = (skip + first) % entries
         # The thread draws crops/flips from its own generator, seeded here from the global
         # one, so a run is reproducible whatever the thread timing.
         rng = np.random.default_rng(int(get_rng().integers(2**63)))
         self._prefetcher = _Prefetcher(
-            env, env_key, source, self.batch_size, skip, self.transformer, rng, int(p.prefetch)
+            env,
+            env_key,
+            source,
+            self.batch_size,
+            skip,
+            stride,
+            self.transformer,
+            rng,
+            int(p.prefetch),
         )
         self._finalizer = weakref.finalize(self, self._prefetcher.close)
         self._prefetcher.start()

@@ -23,6 +23,7 @@ import numpy as np
 from caffelite import backend
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
+from caffelite.parallel.world import record_share
 from caffelite.rng import get_rng
 
 
@@ -72,6 +73,10 @@ class HDF5DataLayer(Layer):
         self._load(self._file_order[0])
         self._row_shapes = [a.shape[1:] for a in self._arrays]
         self._row = 0
+        # In a data-parallel job, rank r of N reads rows r, r+N, ... of the stream of
+        # rows across all files (Caffe's HDF5DataLayer::Skip).
+        first, self._stride = record_share(self.phase)
+        self._advance(first)
         self.reshape(bottom, top)
 
     def _load(self, file_index: int) -> None:
@@ -140,6 +145,14 @@ class HDF5DataLayer(Layer):
             get_rng().shuffle(self._rows)
         self._row = 0
 
+    def _advance(self, rows: int) -> None:
+        """Move ``rows`` on in the stream of rows, into the next files as needed."""
+        self._row += rows
+        while self._row >= len(self._rows):
+            carry = self._row - len(self._rows)
+            self._next_file()
+            self._row = carry
+
     def reshape(self, bottom, top):
         for blob, shape in zip(top, self._row_shapes, strict=True):
             blob.reshape((self.batch_size,) + shape)
@@ -147,15 +160,15 @@ class HDF5DataLayer(Layer):
     def forward(self, bottom, top):
         xp = self.xp
         filled = 0
+        stride = self._stride
         while filled < self.batch_size:
-            take = min(self.batch_size - filled, len(self._rows) - self._row)
-            rows = self._rows[self._row : self._row + take]
+            left_in_file = -(-(len(self._rows) - self._row) // stride)
+            take = min(self.batch_size - filled, left_in_file)
+            rows = self._rows[self._row : self._row + take * stride : stride]
             for blob, array in zip(top, self._arrays, strict=True):
                 blob.data[filled : filled + take] = xp.asarray(array[rows])
             filled += take
-            self._row += take
-            if self._row == len(self._rows):
-                self._next_file()
+            self._advance(take * stride)
 
 
 @register_layer("HDF5Output")

@@ -24,6 +24,7 @@ import numpy as np
 from caffelite.data_transformer import DataTransformer
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
+from caffelite.parallel.world import record_share
 from caffelite.rng import get_rng
 
 
@@ -119,6 +120,9 @@ class ImageDataLayer(Layer):
                     f"rand_skip drew {skip}, but {p.source!r} lists only {len(self.lines)} images"
                 )
             self._pos = skip
+        # In a data-parallel job, rank r of N reads lines r, r+N, ... (as Caffe's Skip).
+        first_line, self._stride = record_share(self.phase)
+        self._advance(first_line)
         first = self._read(self._pos)
         shape = self._infer_shape((self.batch_size,) + first.shape)
         top[0].reshape(shape)
@@ -127,6 +131,14 @@ class ImageDataLayer(Layer):
     def _shuffle_lines(self) -> None:
         order = get_rng().permutation(len(self.lines))
         self.lines = [self.lines[i] for i in order]
+
+    def _advance(self, lines: int) -> None:
+        """Move ``lines`` on, wrapping to the start (reshuffled) at the end of the list."""
+        self._pos += lines
+        while self._pos >= len(self.lines):
+            self._pos -= len(self.lines)
+            if self.shuffle:
+                self._shuffle_lines()
 
     def _read(self, index: int) -> np.ndarray:
         path = self.root_folder + self.lines[index][0]
@@ -170,11 +182,7 @@ class ImageDataLayer(Layer):
                 )
             images.append(image)
             labels[item] = self.lines[self._pos][1]
-            self._pos += 1
-            if self._pos == len(self.lines):
-                self._pos = 0
-                if self.shuffle:
-                    self._shuffle_lines()
+            self._advance(self._stride)
         data = self._transform(images, top[0].dtype)
         shape = data.shape
         xp = self.xp

@@ -29,3 +29,20 @@ def shared_mnist() -> Path:
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"MNIST not found in {SHARED_MNIST}")
     return SHARED_MNIST
+
+
+@pytest.fixture
+def as_solver():
+    """``as_solver(rank, count)``: place this process in a pretend data-parallel job (pycaffe's
+    set_solver_rank / set_solver_count) for one test; restored afterwards."""
+    from caffelite import parallel
+
+    def place(rank: int, count: int) -> None:
+        parallel.set_solver_rank(0)
+        parallel.set_solver_count(count)
+        parallel.set_solver_rank(rank)
+
+    yield place
+    parallel.set_solver_rank(0)
+    parallel.set_solver_count(1)
+    parallel.set_multiprocess(False)

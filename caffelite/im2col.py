@@ -2,22 +2,18 @@
 
 A convolution becomes one matrix product once every receptive field is copied out
 as a column ("im2col"). Caffe does this one image at a time; here the whole batch
-is unfolded at once (in chunks only when the column buffer would be huge), with a
-strided *view* of the zero-padded input, so the copy is a single array assignment
-and the product is one BLAS call per group.
+is unfolded at once (in chunks only when the column buffer would be huge) by one
+kernel of :mod:`caffelite.kernels`, so the product is one BLAS call per group.
 
-Two memory layouts are supported, because the cost of the copy is dominated by the
-length of its innermost contiguous run:
+Two column layouts are supported, because they give the GEMMs different shapes:
 
 * ``BATCH_FIRST``: columns ``(n, C, kh, kw, oh, ow)``. The product writes the top
-  directly in its own ``(n, O, oh*ow)`` layout; the copy's runs are ``ow`` long.
+  directly in its own ``(n, O, oh*ow)`` layout, as one small GEMM per image.
   Best when the output plane is large compared to the kernel (LeNet's conv1).
-* ``BATCH_LAST``: the padded input is kept as ``(C, H, W, n)`` and the columns as
-  ``(C, kh, kw, oh, ow, n)``, so copies and the col2im sums run over ``ow * n``
-  contiguous values; the price is transposing the input and the top. Best when
-  the output plane is small and the kernel large (LeNet's conv2: 3x faster col2im).
-
-Everything here is pure array math on the arrays it is given (numpy or CuPy).
+* ``BATCH_LAST``: columns ``(C, kh, kw, oh, ow, n)``: one large GEMM for the whole
+  batch, and the weight gradient needs no per-image intermediate; the price is
+  transposing the top. Best when the output plane is small and the kernel large
+  (LeNet's conv2).
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from caffelite import backend
+from caffelite import backend, kernels
 
 BATCH_FIRST = "batch_first"
 BATCH_LAST = "batch_last"
@@ -102,16 +98,6 @@ def batch_chunks(num: int, per_image: int, limit: int | None = None) -> list[tup
 
 
 # ---- layouts -------------------------------------------------------------------------
-def padded_shape(
-    layout: str, num: int, channels: int, height: int, width: int, geometry: Geometry
-) -> tuple[int, ...]:
-    """Shape of the zero-padded copy of a ``(num, C, H, W)`` batch in ``layout``."""
-    ph, pw = geometry.pad
-    if layout == BATCH_FIRST:
-        return (num, channels, height + 2 * ph, width + 2 * pw)
-    return (channels, height + 2 * ph, width + 2 * pw, num)
-
-
 def col_shape(
     layout: str, num: int, channels: int, out_hw: tuple[int, int], geometry: Geometry
 ) -> tuple[int, ...]:
@@ -122,97 +108,20 @@ def col_shape(
     return (channels, kh, kw, oh, ow, num)
 
 
-def interior(padded, layout: str, geometry: Geometry, height: int, width: int):
-    """The view of a padded buffer that holds the image itself."""
-    ph, pw = geometry.pad
-    if layout == BATCH_FIRST:
-        return padded[:, :, ph : ph + height, pw : pw + width]
-    return padded[:, ph : ph + height, pw : pw + width, :]
-
-
-def to_layout(x, layout: str):
-    """A ``(n, C, H, W)`` array viewed in ``layout``'s axis order (no copy)."""
-    return x if layout == BATCH_FIRST else x.transpose(1, 2, 3, 0)
-
-
-def window_view(padded, layout: str, geometry: Geometry, out_hw: tuple[int, int]):
-    """A strided view (never written) of every window of ``padded``, shaped like the columns."""
-    xp = backend.get_array_module(padded)
-    kh, kw = geometry.kernel
-    sh, sw = geometry.stride
-    dh, dw = geometry.dilation
-    oh, ow = out_hw
-    if layout == BATCH_FIRST:
-        n, c = padded.shape[:2]
-        s_n, s_c, s_h, s_w = padded.strides
-        shape = (n, c, kh, kw, oh, ow)
-        strides = (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw)
-    else:
-        c, n = padded.shape[0], padded.shape[3]
-        s_c, s_h, s_w, s_n = padded.strides
-        shape = (c, kh, kw, oh, ow, n)
-        strides = (s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw, s_n)
-    return xp.lib.stride_tricks.as_strided(padded, shape=shape, strides=strides)
-
-
-def im2col(x, layout: str, geometry: Geometry, out_hw: tuple[int, int], col, padded=None):
-    """Unfold a ``(n, C, H, W)`` batch into ``col`` (shape from :func:`col_shape`).
-
-    ``padded`` is a scratch buffer of :func:`padded_shape` whose border is zero and
-    stays zero (only its interior is written); it may be None for batch-first with
-    no padding, where the windows are taken from ``x`` directly.
-    """
-    xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    if padded is None:
-        if layout != BATCH_FIRST or geometry.pad != (0, 0):
-            raise ValueError("im2col needs a padded buffer for this layout/padding")
-        source = x
-    else:
-        xp.copyto(interior(padded, layout, geometry, h, w), to_layout(x, layout))
-        source = padded
-    xp.copyto(col, window_view(source, layout, geometry, out_hw))
+def im2col(x, layout: str, geometry: Geometry, col):
+    """Unfold a ``(n, C, H, W)`` batch into ``col`` (shape from :func:`col_shape`);
+    window cells in the padding are zero."""
+    g = geometry
+    kernels.im2col(x, col, g.kernel, g.stride, g.pad, g.dilation, layout == BATCH_LAST)
     return col
 
 
-def col2im(col, layout: str, geometry: Geometry, out_hw: tuple[int, int], dx, padded=None):
-    """Sum the columns back onto the ``(n, C, H, W)`` array ``dx`` (overwritten).
-
-    The adjoint of :func:`im2col`: one strided add per kernel offset (kh*kw adds,
-    each over the whole batch). ``padded`` is a scratch accumulator of
-    :func:`padded_shape` (fully overwritten); it may be None for batch-first with
-    no padding, where the sums go straight into ``dx``.
-    """
-    xp = backend.get_array_module(col)
-    n, c, h, w = dx.shape
-    kh, kw = geometry.kernel
-    sh, sw = geometry.stride
-    dh, dw = geometry.dilation
-    oh, ow = out_hw
-    if padded is None:
-        if layout != BATCH_FIRST or geometry.pad != (0, 0):
-            raise ValueError("col2im needs a padded buffer for this layout/padding")
-        target = dx
-    else:
-        target = padded
-    target[...] = 0
-    for i in range(kh):
-        rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
-        for j in range(kw):
-            cols = slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
-            if layout == BATCH_FIRST:
-                view = target[:, :, rows, cols]
-                view += col[:, :, i, j]
-            else:
-                view = target[:, rows, cols, :]
-                view += col[:, i, j]
-    if padded is not None:
-        xp.copyto(dx, _from_layout(interior(padded, layout, geometry, h, w), layout))
+def col2im(col, layout: str, geometry: Geometry, dx):
+    """Sum the columns back onto the ``(n, C, H, W)`` array ``dx`` (overwritten):
+    the adjoint of :func:`im2col`."""
+    g = geometry
+    kernels.col2im(col, dx, g.kernel, g.stride, g.pad, g.dilation, layout == BATCH_LAST)
     return dx
-
-
-def _from_layout(array, layout: str):
-    return array if layout == BATCH_FIRST else array.transpose(3, 0, 1, 2)
 
 
 # ---- scratch memory ------------------------------------------------------------------

@@ -42,12 +42,9 @@ def columns_by_loops(x, geometry):
 def run_im2col(x, geometry, layout):
     n, c, h, w = x.shape
     out_hw = geometry.output_shape(h, w)
-    col = np.empty(im2col.col_shape(layout, n, c, out_hw, geometry))
-    padded = None
-    if layout == BATCH_LAST or geometry.pad != (0, 0):
-        padded = np.zeros(im2col.padded_shape(layout, n, c, h, w, geometry))
-    im2col.im2col(x, layout, geometry, out_hw, col, padded)
-    return col, padded
+    col = np.full(im2col.col_shape(layout, n, c, out_hw, geometry), np.nan, x.dtype)  # overwritten
+    im2col.im2col(x, layout, geometry, col)
+    return col
 
 
 def to_batch_first(col, layout):
@@ -58,19 +55,29 @@ def to_batch_first(col, layout):
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 def test_im2col_matches_loops(layout, geometry):
     x = np.random.default_rng(0).standard_normal((3, 2, 6, 5))
-    col, _ = run_im2col(x, geometry, layout)
+    col = run_im2col(x, geometry, layout)
     np.testing.assert_array_equal(to_batch_first(col, layout), columns_by_loops(x, geometry))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_padded_border_stays_zero_across_calls(layout):
+def test_padding_stays_zero_across_calls(layout):
     geometry = Geometry((3, 3), pad=(1, 1))
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 2, 4, 4))
-    col, padded = run_im2col(x, geometry, layout)
+    col = run_im2col(x, geometry, layout)
     second = rng.standard_normal(x.shape)
-    im2col.im2col(second, layout, geometry, (4, 4), col, padded)
+    im2col.im2col(second, layout, geometry, col)
     np.testing.assert_array_equal(to_batch_first(col, layout), columns_by_loops(second, geometry))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_float32_columns_are_exact_copies(layout):
+    geometry = Geometry((3, 2), stride=(2, 1), pad=(1, 0))
+    x = np.random.default_rng(3).standard_normal((2, 3, 7, 5)).astype(np.float32)
+    col = run_im2col(x, geometry, layout)
+    assert col.dtype == np.float32
+    expected = columns_by_loops(x.astype(np.float64), geometry)
+    np.testing.assert_array_equal(to_batch_first(col, layout), expected)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -79,14 +86,10 @@ def test_col2im_is_the_adjoint_of_im2col(layout, geometry):
     """<im2col(x), c> == <x, col2im(c)> for all x, c: exactly what backward needs."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3, 5, 6))
-    col, _ = run_im2col(x, geometry, layout)
+    col = run_im2col(x, geometry, layout)
     c = rng.standard_normal(col.shape)
-    out_hw = geometry.output_shape(5, 6)
     dx = np.full(x.shape, np.nan)  # col2im must overwrite, not accumulate
-    padded = None
-    if layout == BATCH_LAST or geometry.pad != (0, 0):
-        padded = np.full(im2col.padded_shape(layout, 2, 3, 5, 6, geometry), np.nan)
-    im2col.col2im(c, layout, geometry, out_hw, dx, padded)
+    im2col.col2im(c, layout, geometry, dx)
     assert np.vdot(col, c) == pytest.approx(np.vdot(x, dx), rel=1e-12)
 
 
@@ -95,7 +98,7 @@ def test_col2im_sums_overlapping_windows():
     geometry = Geometry((3, 3))
     col = np.ones(im2col.col_shape(BATCH_FIRST, 1, 1, (2, 2), geometry))
     dx = np.empty((1, 1, 4, 4))
-    im2col.col2im(col, BATCH_FIRST, geometry, (2, 2), dx)
+    im2col.col2im(col, BATCH_FIRST, geometry, dx)
     expected = [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]]
     np.testing.assert_array_equal(dx[0, 0], expected)
 

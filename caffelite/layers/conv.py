@@ -170,9 +170,6 @@ class _ConvolutionBase(Layer):
         """A blob array (any leading axes) as ``(num, C, H, W)``."""
         return array.reshape((self.num, array.shape[self.channel_axis]) + tuple(hw))
 
-    def _needs_pad_buffer(self) -> bool:
-        return self.layout != BATCH_FIRST or self.geometry.pad != (0, 0)
-
     # ---- the three GEMM primitives ------------------------------------------------------
     def _columns(self, a, slot: str | None, scratch: str = "columns"):
         """im2col of the input-side chunk ``a``, as the GEMM operand of the layout.
@@ -194,11 +191,7 @@ class _ConvolutionBase(Layer):
             col = self.workspace.scratch(scratch, shape, dtype)
         else:
             col = self.workspace.array("col" + slot, shape, dtype)
-        padded = None
-        if self._needs_pad_buffer():
-            shape = im2col.padded_shape(layout, n, self.channels_in, *self.a_hw, geometry)
-            padded = self.workspace.constant("padded_in", shape, dtype)
-        im2col.im2col(a, layout, geometry, self.b_hw, col, padded)
+        im2col.im2col(a, layout, geometry, col)
         return self._col_operand(col, n)
 
     def _col_operand(self, col, n):
@@ -261,11 +254,7 @@ class _ConvolutionBase(Layer):
             "columns", im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry), a.dtype
         )
         xp.matmul(weights_t, b_operand, out=self._col_operand(dcol, n))
-        padded = None
-        if self._needs_pad_buffer():
-            shape = im2col.padded_shape(layout, n, self.channels_in, *self.a_hw, geometry)
-            padded = self.workspace.scratch("padded_acc", shape, a.dtype)
-        im2col.col2im(dcol, layout, geometry, self.b_hw, a, padded)
+        im2col.col2im(dcol, layout, geometry, a)
 
     def _weight_grad(self, cols, b_operand):
         """weights.diff += b * cols^T, summed over the chunk's images."""

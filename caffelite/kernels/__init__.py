@@ -1,0 +1,74 @@
+"""The performance kernels: one function, one signature per kernel, for every device.
+
+Layers and solvers call these functions and never a device's code by name. Each one
+hands its arrays to the implementation for the device that holds them:
+:mod:`caffelite.kernels.cpu` (numba, compiled on first use and cached on disk) for
+numpy arrays. A CUDA twin with the same function names goes in ``kernels/cuda.py``
+and is chosen in :func:`implementation`, so adding it touches no layer (Caffe's
+``im2col.cpp`` beside ``im2col.cu``).
+
+Conventions shared by all kernels:
+
+* arrays are C-contiguous; outputs are passed in and fully overwritten unless the
+  docstring says "accumulates";
+* any float dtype the arrays share works (float32 for nets, float64 for the
+  gradient checks, which therefore run through these same kernels);
+* geometry is given as ``(h, w)`` pairs; images are ``(num, channels, height, width)``;
+* a MAX pooling ``argmax`` is int32, Caffe's mask value ``h * width + w`` inside the
+  image plane.
+
+The CPU module (and numba) is imported on the first kernel call, not with
+``caffelite``, so ``import caffelite`` stays fast.
+"""
+
+from __future__ import annotations
+
+Pair = tuple[int, int]
+
+
+def implementation(array):
+    """The kernel module for the device that holds ``array``."""
+    if type(array).__module__.startswith("cupy"):
+        raise NotImplementedError("the CUDA kernels are not written yet (see kernels/__init__)")
+    from caffelite.kernels import cpu
+
+    return cpu
+
+
+# ---- im2col / col2im ----------------------------------------------------------------
+def im2col(x, col, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, batch_last: bool):
+    """Copy every receptive field of ``x`` ``(n, C, H, W)`` into ``col``, zeros in the padding.
+
+    ``col`` is ``(n, C, kh, kw, oh, ow)``, or ``(C, kh, kw, oh, ow, n)`` when
+    ``batch_last`` (see :mod:`caffelite.im2col` for why both layouts exist).
+    """
+    implementation(x).im2col(x, col, kernel, stride, pad, dilation, batch_last)
+
+
+def col2im(col, dx, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, batch_last: bool):
+    """The adjoint of :func:`im2col`: ``dx`` ``(n, C, H, W)`` = the sum of each pixel's
+    column entries (padding entries dropped)."""
+    implementation(col).col2im(col, dx, kernel, stride, pad, dilation, batch_last)
+
+
+# ---- pooling --------------------------------------------------------------------------
+def max_pool_forward(x, y, argmax, kernel: Pair, stride: Pair, pad: Pair):
+    """``y`` = the maximum of each window of ``x`` (windows clipped to the image);
+    ``argmax`` its first position in row-major order (Caffe's tie rule)."""
+    implementation(x).max_pool_forward(x, y, argmax, kernel, stride, pad)
+
+
+def max_pool_backward(dy, argmax, dx):
+    """``dx`` = ``dy`` routed to each window's ``argmax`` (summed where windows share it)."""
+    implementation(dy).max_pool_backward(dy, argmax, dx)
+
+
+def ave_pool_forward(x, y, kernel: Pair, stride: Pair, pad: Pair):
+    """``y`` = each window's sum over the image, divided by the window's size clipped
+    to the padded image (Caffe's AVE divisor)."""
+    implementation(x).ave_pool_forward(x, y, kernel, stride, pad)
+
+
+def ave_pool_backward(dy, dx, kernel: Pair, stride: Pair, pad: Pair):
+    """The adjoint of :func:`ave_pool_forward`, written into ``dx``."""
+    implementation(dy).ave_pool_backward(dy, dx, kernel, stride, pad)

@@ -1,0 +1,264 @@
+"""The CPU kernels: numba-compiled loops, one pass over memory each, parallel over planes.
+
+Each public function has the signature documented in :mod:`caffelite.kernels`; the
+``_``-prefixed functions are the compiled loops. They are compiled for each dtype on
+first use and cached on disk (``cache=True``: later processes load the machine code
+instead of compiling). Work is split over image planes (or channels) with ``prange``,
+on as many threads as BLAS uses (:mod:`caffelite.kernels.threads`).
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+from caffelite.kernels.threads import configure_threads
+
+configure_threads()
+
+_jit = njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+_inline = njit(inline="always")
+
+
+# ---- im2col / col2im ----------------------------------------------------------------
+def im2col(x, col, kernel, stride, pad, dilation, batch_last):
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
+    loop = _im2col_batch_last if batch_last else _im2col_batch_first
+    loop(x, col, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+def col2im(col, dx, kernel, stride, pad, dilation, batch_last):
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, pad, dilation
+    loop = _col2im_batch_last if batch_last else _col2im_batch_first
+    loop(col, dx, kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+@_jit
+def _im2col_batch_first(x, col, kh, kw, sh, sw, ph, pw, dh, dw):
+    n, c, h, w = x.shape
+    oh, ow = col.shape[4], col.shape[5]
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for i in range(kh):
+            for j in range(kw):
+                for y in range(oh):
+                    r = y * sh - ph + i * dh
+                    row_inside = 0 <= r < h
+                    for z in range(ow):
+                        q = z * sw - pw + j * dw
+                        if row_inside and 0 <= q < w:
+                            col[b, ch, i, j, y, z] = x[b, ch, r, q]
+                        else:
+                            col[b, ch, i, j, y, z] = 0
+
+
+@_jit
+def _im2col_batch_last(x, col, kh, kw, sh, sw, ph, pw, dh, dw):
+    n, c, h, w = x.shape
+    oh, ow = col.shape[3], col.shape[4]
+    for task in prange(c * kh):
+        ch, i = task // kh, task % kh
+        for j in range(kw):
+            for y in range(oh):
+                r = y * sh - ph + i * dh
+                for z in range(ow):
+                    q = z * sw - pw + j * dw
+                    if 0 <= r < h and 0 <= q < w:
+                        for b in range(n):
+                            col[ch, i, j, y, z, b] = x[b, ch, r, q]
+                    else:
+                        for b in range(n):
+                            col[ch, i, j, y, z, b] = 0
+
+
+@_jit
+def _col2im_batch_first(col, dx, kh, kw, sh, sw, ph, pw, dh, dw):
+    n, c, h, w = dx.shape
+    oh, ow = col.shape[4], col.shape[5]
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        dx[b, ch] = 0
+        for i in range(kh):
+            for j in range(kw):
+                for y in range(oh):
+                    r = y * sh - ph + i * dh
+                    if 0 <= r < h:
+                        for z in range(ow):
+                            q = z * sw - pw + j * dw
+                            if 0 <= q < w:
+                                dx[b, ch, r, q] += col[b, ch, i, j, y, z]
+
+
+@_jit
+def _col2im_batch_last(col, dx, kh, kw, sh, sw, ph, pw, dh, dw):
+    n, c, h, w = dx.shape
+    oh, ow = col.shape[3], col.shape[4]
+    for ch in prange(c):
+        for b in range(n):
+            dx[b, ch] = 0
+        for i in range(kh):
+            for j in range(kw):
+                for y in range(oh):
+                    r = y * sh - ph + i * dh
+                    if 0 <= r < h:
+                        for z in range(ow):
+                            q = z * sw - pw + j * dw
+                            if 0 <= q < w:
+                                for b in range(n):
+                                    dx[b, ch, r, q] += col[ch, i, j, y, z, b]
+
+
+# ---- pooling --------------------------------------------------------------------------
+def max_pool_forward(x, y, argmax, kernel, stride, pad):
+    _max_pool_forward(x, y, argmax, *kernel, *stride, *pad)
+
+
+def max_pool_backward(dy, argmax, dx):
+    _max_pool_backward(dy, argmax, dx)
+
+
+def ave_pool_forward(x, y, kernel, stride, pad):
+    _ave_pool_forward(x, y, *kernel, *stride, *pad)
+
+
+def ave_pool_backward(dy, dx, kernel, stride, pad):
+    _ave_pool_backward(dy, dx, *kernel, *stride, *pad)
+
+
+@_jit
+def _max_pool_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    x_planes, y_planes = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow)
+    argmax_planes = argmax.reshape(n * c, oh * ow)
+    y0, y1 = _inside(h, kh, sh, ph, oh)
+    x0, x1 = _inside(w, kw, sw, pw, ow)
+    for plane in prange(n * c):
+        xs, ys, am = x_planes[plane], y_planes[plane], argmax_planes[plane]
+        # Windows inside the image, in tight loops for the common sizes (straight-line
+        # code with no clipping is several times faster than the general loop) ...
+        if kh == 2 and kw == 2:
+            _max_2x2(xs, ys, am, y0, y1, x0, x1, w, ow, sh, sw, ph, pw)
+        elif kh == 3 and kw == 3:
+            _max_3x3(xs, ys, am, y0, y1, x0, x1, w, ow, sh, sw, ph, pw)
+        else:
+            for py in range(y0, y1):
+                for px in range(x0, x1):
+                    _max_window(xs, ys, am, py, px, h, w, ow, kh, kw, sh, sw, ph, pw)
+        # ... then the windows that padding or ceil rounding clip, one by one.
+        for py in range(oh):
+            inside_row = y0 <= py < y1
+            for px in range(ow):
+                if not (inside_row and x0 <= px < x1):
+                    _max_window(xs, ys, am, py, px, h, w, ow, kh, kw, sh, sw, ph, pw)
+
+
+@_inline
+def _inside(size, kernel, stride, pad, pooled):
+    """The outputs ``[lo, hi)`` along one axis whose windows lie wholly in the image."""
+    lo = min((pad + stride - 1) // stride, pooled)
+    hi = max(min((size - kernel + pad) // stride + 1, pooled), lo)
+    return lo, hi
+
+
+@_inline
+def _take(value, k, best, where):
+    """Caffe's tie rule: a later element replaces the maximum only when strictly greater."""
+    if value > best:
+        return value, k
+    return best, where
+
+
+@_inline
+def _max_window(xs, ys, am, py, px, h, w, ow, kh, kw, sh, sw, ph, pw):
+    """One window of any size, clipped to the image."""
+    r0, r1 = max(py * sh - ph, 0), min(py * sh - ph + kh, h)
+    q0, q1 = max(px * sw - pw, 0), min(px * sw - pw + kw, w)
+    where = r0 * w + q0
+    best = xs[where]
+    for r in range(r0, r1):
+        for q in range(q0, q1):
+            best, where = _take(xs[r * w + q], r * w + q, best, where)
+    ys[py * ow + px] = best
+    am[py * ow + px] = where
+
+
+@_inline
+def _max_2x2(xs, ys, am, y0, y1, x0, x1, w, ow, sh, sw, ph, pw):
+    for py in range(y0, y1):
+        for px in range(x0, x1):
+            k = (py * sh - ph) * w + px * sw - pw
+            best, where = xs[k], k
+            best, where = _take(xs[k + 1], k + 1, best, where)
+            best, where = _take(xs[k + w], k + w, best, where)
+            best, where = _take(xs[k + w + 1], k + w + 1, best, where)
+            ys[py * ow + px] = best
+            am[py * ow + px] = where
+
+
+@_inline
+def _max_3x3(xs, ys, am, y0, y1, x0, x1, w, ow, sh, sw, ph, pw):
+    for py in range(y0, y1):
+        for px in range(x0, x1):
+            k = (py * sh - ph) * w + px * sw - pw
+            best, where = xs[k], k
+            for m in (k + 1, k + 2, k + w, k + w + 1, k + w + 2):
+                best, where = _take(xs[m], m, best, where)
+            for m in (k + 2 * w, k + 2 * w + 1, k + 2 * w + 2):
+                best, where = _take(xs[m], m, best, where)
+            ys[py * ow + px] = best
+            am[py * ow + px] = where
+
+
+@_jit
+def _max_pool_backward(dy, argmax, dx):
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    dx_planes, dy_planes = dx.reshape(n * c, h * w), dy.reshape(n * c, oh * ow)
+    argmax_planes = argmax.reshape(n * c, oh * ow)
+    for plane in prange(n * c):
+        ds, dys, am = dx_planes[plane], dy_planes[plane], argmax_planes[plane]
+        ds[:] = 0
+        for o in range(oh * ow):
+            ds[am[o]] += dys[o]
+
+
+@_jit
+def _ave_pool_forward(x, y, kh, kw, sh, sw, ph, pw):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for py in range(oh):
+            start_r = py * sh - ph
+            end_r = min(start_r + kh, h + ph)
+            r0, r1 = max(start_r, 0), min(end_r, h)
+            for px in range(ow):
+                start_q = px * sw - pw
+                end_q = min(start_q + kw, w + pw)
+                q0, q1 = max(start_q, 0), min(end_q, w)
+                total = x[b, ch, r0, q0] * 0
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        total += x[b, ch, r, q]
+                y[b, ch, py, px] = total / ((end_r - start_r) * (end_q - start_q))
+
+
+@_jit
+def _ave_pool_backward(dy, dx, kh, kw, sh, sw, ph, pw):
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        dx[b, ch] = 0
+        for py in range(oh):
+            start_r = py * sh - ph
+            end_r = min(start_r + kh, h + ph)
+            r0, r1 = max(start_r, 0), min(end_r, h)
+            for px in range(ow):
+                start_q = px * sw - pw
+                end_q = min(start_q + kw, w + pw)
+                q0, q1 = max(start_q, 0), min(end_q, w)
+                share = dy[b, ch, py, px] / ((end_r - start_r) * (end_q - start_q))
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        dx[b, ch, r, q] += share

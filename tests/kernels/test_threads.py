@@ -1,0 +1,47 @@
+"""Thread settings: the kernels take BLAS's thread count from the environment."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from caffelite.kernels.threads import thread_count
+
+CORES = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, CORES),
+        ({"OMP_NUM_THREADS": "1"}, 1),
+        ({"OPENBLAS_NUM_THREADS": "1"}, 1),
+        ({"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": str(CORES)}, 1),
+        ({"OMP_NUM_THREADS": "1,2"}, 1),  # OpenMP's nested list: the outer level counts
+        ({"OMP_NUM_THREADS": "999"}, CORES),  # never more than the cores we may use
+        ({"OMP_NUM_THREADS": "junk", "MKL_NUM_THREADS": "1"}, 1),
+    ],
+)
+def test_thread_count_follows_the_blas_variables(environ, expected):
+    assert thread_count(environ) == expected
+
+
+def test_kernels_run_on_omp_num_threads():
+    code = (
+        "import numpy, numba; from caffelite import kernels; "
+        "x = numpy.ones((1, 1, 2, 2), numpy.float32); y = numpy.empty((1, 1, 1, 1), numpy.float32); "
+        "kernels.ave_pool_forward(x, y, (2, 2), (2, 2), (0, 0)); print(numba.get_num_threads())"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("NUMBA_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_import_caffelite_does_not_load_numba():
+    """The kernels (and numba, ~0.5 s to import) load on first use, not with caffelite."""
+    code = "import sys, caffelite; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -30,7 +30,7 @@ def test_thread_count_follows_the_blas_variables(environ, expected):
 def test_kernels_run_on_omp_num_threads():
     code = (
         "import numpy, numba; from caffelite import kernels; "
-        "x = numpy.ones((1, 1, 2, 2), numpy.float32); y = numpy.empty((1, 1, 1, 1), numpy.float32); "
+        "x = numpy.ones((1, 1, 2, 2), numpy.float32); y = numpy.empty((1, 1, 1, 1), x.dtype); "
         "kernels.ave_pool_forward(x, y, (2, 2), (2, 2), (0, 0)); print(numba.get_num_threads())"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1")

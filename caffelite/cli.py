@@ -82,17 +82,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
+    from caffelite.parallel.job import DataParallelJob
     from caffelite.progress import ProgressBar
     from caffelite.signal_handler import SignalHandler
     from caffelite.solver import get_solver
 
+    job = DataParallelJob.from_environment()  # under mpirun -np N: one rank of N
     solver = get_solver(args.solver)
     if args.weights:
         solver.load_weights(args.weights)
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
+    show = show and (job is None or job.is_root)
     started = time.perf_counter()
     with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
-        solver.set_action_function(signals.get_requested_action)
+        action = signals.get_requested_action
+        solver.set_action_function(action if job is None else job.attach(solver, action))
         with ProgressBar(solver, enabled=show):
             solver.solve(args.snapshot)
     elapsed = time.perf_counter() - started

@@ -64,6 +64,14 @@ class Net:
 
     # ---- construction ------------------------------------------------------
     def _init(self, param) -> None:
+        #: pycaffe's per-layer hooks (before_forward, ..., after_backward): callables of
+        #: the layer index, e.g. a data-parallel reducer that starts on finished gradients.
+        self._layer_callbacks: dict[str, list] = {
+            "before_forward": [],
+            "after_forward": [],
+            "before_backward": [],
+            "after_backward": [],
+        }
         self.name = param.name
         self.phase = param.state.phase
         self.param = insert_splits(filter_net(param, param.state))
@@ -330,12 +338,34 @@ class Net:
             raise CaffeliteError(f"net {self.name!r} has no layer named {name!r}") from None
 
     # ---- running -----------------------------------------------------------
+    def before_forward(self, run) -> None:
+        """Call ``run(layer_id)`` before each layer's forward (pycaffe's hook)."""
+        self._layer_callbacks["before_forward"].append(run)
+
+    def after_forward(self, run) -> None:
+        """Call ``run(layer_id)`` after each layer's forward."""
+        self._layer_callbacks["after_forward"].append(run)
+
+    def before_backward(self, run) -> None:
+        """Call ``run(layer_id)`` before each layer's backward (also layers that skip it)."""
+        self._layer_callbacks["before_backward"].append(run)
+
+    def after_backward(self, run) -> None:
+        """Call ``run(layer_id)`` after each layer's backward (also layers that skip it)."""
+        self._layer_callbacks["after_backward"].append(run)
+
+    def _run_callbacks(self, kind: str, layer_id: int) -> None:
+        for run in self._layer_callbacks[kind]:
+            run(layer_id)
+
     def forward_layer(self, layer_id: int) -> float:
         """Reshape and run one layer; its weighted loss."""
         layer, top = self.layers[layer_id], self.top_vecs[layer_id]
         bottom = self.bottom_vecs[layer_id]
+        self._run_callbacks("before_forward", layer_id)
         layer.reshape(bottom, top)
         layer.forward(bottom, top)
+        self._run_callbacks("after_forward", layer_id)
         return sum(
             weight * float(top[j].data.sum())
             for j, weight in enumerate(layer.loss_weights)
@@ -344,13 +374,14 @@ class Net:
 
     def backward_layer(self, layer_id: int) -> None:
         """Backpropagate through one layer, if it needs it; loss tops start from their weight."""
-        if not self.layer_need_backward[layer_id]:
-            return
-        layer, top = self.layers[layer_id], self.top_vecs[layer_id]
-        for j, weight in enumerate(layer.loss_weights):
-            if weight:
-                top[j].diff[...] = weight
-        layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
+        self._run_callbacks("before_backward", layer_id)
+        if self.layer_need_backward[layer_id]:
+            layer, top = self.layers[layer_id], self.top_vecs[layer_id]
+            for j, weight in enumerate(layer.loss_weights):
+                if weight:
+                    top[j].diff[...] = weight
+            layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
+        self._run_callbacks("after_backward", layer_id)
 
     def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
         """Run layers ``start..end`` (inclusive); return the weighted loss."""

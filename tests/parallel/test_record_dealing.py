@@ -68,8 +68,10 @@ def test_hdf5_data_deals_rows_across_files(tmp_path, as_solver):
     listing.write_text("\n".join(files) + "\n")
     check_dealing(
         as_solver,
-        lambda b: f'type: "HDF5Data" top: "data" top: "label" '
-        f'hdf5_data_param {{ source: "{listing}" batch_size: {b} }}',
+        lambda b: (
+            f'type: "HDF5Data" top: "data" top: "label" '
+            f'hdf5_data_param {{ source: "{listing}" batch_size: {b} }}'
+        ),
     )
 
 
@@ -83,8 +85,10 @@ def test_image_data_deals_lines(tmp_path, as_solver):
     listing.write_text("\n".join(lines) + "\n")
     check_dealing(
         as_solver,
-        lambda b: f'type: "ImageData" top: "data" top: "label" '
-        f'image_data_param {{ source: "{listing}" batch_size: {b} is_color: false }}',
+        lambda b: (
+            f'type: "ImageData" top: "data" top: "label" '
+            f'image_data_param {{ source: "{listing}" batch_size: {b} is_color: false }}'
+        ),
     )
 
 

@@ -1,0 +1,44 @@
+"""One rank of the reducer test (run by test_mpi_reducer.py under mpiexec -n 2).
+
+Least squares on 8 samples, 4 per rank, iter_size 2 of batch 2, float64, one bucket
+per parameter; writes the final weights, when each bucket's all-reduce started, and
+whether bcast made rank 1's different start rank 0's.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import solver_nets as sn  # noqa: E402
+
+import caffelite as caffe  # noqa: E402
+from caffelite import backend  # noqa: E402
+from caffelite.parallel import mpi  # noqa: E402
+
+out, layer_wise = Path(sys.argv[1]), sys.argv[2] == "layer_wise"
+comm = mpi.join_world()
+rank = comm.Get_rank()
+with backend.precision(np.float64):
+    x, y = sn.problem()
+    x, y = np.concatenate([x, -x]), np.concatenate([y, 2 * y])  # 8 samples
+    mine = slice(4 * rank, 4 * rank + 4)
+    param = sn.solver_param("iter_size: 2 momentum: 0.9", batch_size=2)
+    param.random_seed = 1701 + rank  # rank 1 starts elsewhere until rank 0's weights arrive
+    solver = caffe.SGDSolver(param)
+    sn.feed(solver, x[mine], y[mine])
+    reducer = mpi.MPIGradientReducer(
+        solver, comm, layer_wise=layer_wise, first_bucket_bytes=1, bucket_bytes=1
+    )
+    started = []
+    solver.net.after_backward(lambda layer_id: started.append((layer_id, reducer._started)))
+    solver.step(5)
+    weights, bias = sn.ip_params(solver)
+    np.savez(
+        out / f"rank{rank}.npz",
+        weights=weights,
+        bias=bias,
+        started=np.array(started),
+        buckets=len(reducer.buckets),
+    )

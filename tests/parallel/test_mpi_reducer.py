@@ -1,0 +1,76 @@
+"""MPIGradientReducer under mpiexec -n 2: the mean gradient over ranks, identical state on
+every rank, buckets started during backward's last pass (layer_wise_reduce)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import solver_nets as sn
+
+pytest.importorskip("mpi4py")
+from mpi_job import mpiexec  # noqa: E402
+
+import caffelite as caffe  # noqa: E402
+from caffelite import backend  # noqa: E402
+
+SCRIPT = Path(__file__).with_name("reducer_rank.py")
+
+
+def run_ranks(tmp_path, mode: str):
+    if mpiexec() is None:  # pragma: no cover - the mpi extra installs one
+        pytest.skip("no mpiexec")
+    done = subprocess.run(
+        [mpiexec(), "-n", "2", sys.executable, str(SCRIPT), str(tmp_path), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+
+
+def one_process_on_all_samples():
+    """The same 8 samples in one process at iter_size 2 of batch 4."""
+    with backend.precision(np.float64):
+        x, y = sn.problem()
+        param = sn.solver_param("iter_size: 2 momentum: 0.9", batch_size=4)
+        solver = caffe.SGDSolver(param)
+        sn.feed(solver, np.concatenate([x, -x]), np.concatenate([y, 2 * y]))
+        solver.step(5)
+        return sn.ip_params(solver)
+
+
+@pytest.mark.parametrize("mode", ["layer_wise", "after_backward"])
+def test_two_ranks_apply_the_mean_gradient_of_all_samples(tmp_path, mode):
+    ranks = run_ranks(tmp_path, mode)
+    weights, bias = one_process_on_all_samples()
+    for result in ranks:
+        np.testing.assert_allclose(result["weights"], weights, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(result["bias"], bias, rtol=1e-12, atol=1e-14)
+    assert (ranks[0]["weights"] == ranks[1]["weights"]).all()  # bitwise: one state
+
+    # (layer, buckets started) after each backward, in backward order: loss, ip, data.
+    started = ranks[0]["started"].reshape(5, 2, 3, 2)  # iterations, passes, layers
+    assert int(ranks[0]["buckets"]) == 2  # ip's weights and bias, one bucket each
+    first_pass, last_pass = started[:, 0, :, 1], started[:, 1, :, 1]
+    assert (first_pass == 0).all()  # diffs still accumulating: nothing sent
+    if mode == "layer_wise":
+        assert (last_pass == [[0, 2, 2]] * 5).all()  # both sent right after ip's backward
+    else:
+        assert (last_pass == 0).all()  # all sent in on_gradients_ready
+
+
+def test_a_solver_built_for_another_place_in_the_job_is_refused(as_solver):
+    from mpi4py import MPI
+
+    from caffelite.errors import CaffeliteError
+    from caffelite.parallel.mpi import MPIGradientReducer
+
+    as_solver(1, 2)
+    solver = sn.make_solver(caffe.SGDSolver)
+    with pytest.raises(CaffeliteError, match="rank 0 of 1 in MPI, but the solver was built as"):
+        MPIGradientReducer(solver, MPI.COMM_SELF)

@@ -6,8 +6,11 @@ The names here are pycaffe's, so existing pycaffe code runs unchanged.
 from caffelite import io, layers
 from caffelite.backend import set_device, set_mode_cpu, set_mode_gpu
 from caffelite.blob import Blob
+from caffelite.classifier import Classifier
+from caffelite.detector import Detector
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
+from caffelite.logging_setup import init_log, log
 from caffelite.net import Net
 from caffelite.net_spec import NetSpec, params, to_proto
 from caffelite.parallel import (
@@ -29,6 +32,7 @@ from caffelite.solvers import (
     RMSPropSolver,
     SGDSolver,
 )
+from caffelite.timer import Timer
 
 __version__ = "0.1.0"
 
@@ -38,6 +42,8 @@ __all__ = [
     "AdamSolver",
     "Blob",
     "CaffeliteError",
+    "Classifier",
+    "Detector",
     "Layer",
     "NCCL",
     "Net",
@@ -48,11 +54,14 @@ __all__ = [
     "Solver",
     "TEST",
     "TRAIN",
+    "Timer",
     "get_solver",
     "has_nccl",
+    "init_log",
     "io",
     "layer_type_list",
     "layers",
+    "log",
     "params",
     "register_layer",
     "set_device",

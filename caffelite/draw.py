@@ -1,9 +1,10 @@
-"""Draw a NetParameter as a Graphviz graph (pycaffe's ``caffe.draw``), without pydot.
+"""Draw a NetParameter as a Graphviz graph (pycaffe's ``caffe.draw``); pydot optional.
 
 Layers are boxes labelled with name, type and key geometry (coloured by type, in-place
 neuron layers green); blobs are grey octagons; edges run bottom blob -> layer -> top
 blob, the top edges labelled with the batch size or number of outputs. The DOT text
-is built here; images (png, svg, pdf...) come from Graphviz's ``dot`` program.
+is built here; images (png, svg, pdf...) come from Graphviz's ``dot`` program, and
+``get_pydot_graph`` hands the same graph to pydot for code that wants pycaffe's object.
 """
 
 from __future__ import annotations
@@ -151,6 +152,23 @@ def get_dot_graph(
         lines.append(f'  "{_escape(source)}" -> "{_escape(target)}"{extra};')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def get_pydot_graph(
+    caffe_net, rankdir: str = "LR", label_edges: bool = True, phase=None, display_lrm=False
+):
+    """The drawing as a ``pydot.Dot`` graph, as pycaffe returns it (needs pydot:
+    ``pip install caffelite[draw]``); built by parsing ``get_dot_graph``'s DOT text."""
+    try:
+        import pydot
+    except ImportError:
+        raise CaffeliteError(
+            "get_pydot_graph needs pydot (pip install 'caffelite[draw]'); get_dot_graph "
+            "gives the same graph as DOT text without it"
+        ) from None
+    text = get_dot_graph(caffe_net, rankdir, label_edges, phase, display_lrm)
+    (graph,) = pydot.graph_from_dot_data(text)
+    return graph
 
 
 def graphviz_available() -> bool:

@@ -2,7 +2,8 @@
 
 The names and behaviour follow pycaffe so that scripts written for ``caffe.io`` work
 unchanged (arrays come back as float64, as pycaffe returns them); errors are
-CaffeliteErrors that say what shape or field was expected and what was found.
+CaffeliteErrors that say what shape or field was expected and what was found (shape and
+size errors also ValueErrors, the type pycaffe raises for them).
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ import numpy as np
 
 from caffelite.errors import CaffeliteError
 from caffelite.proto import caffe_pb2
+
+
+class ArrayShapeError(CaffeliteError, ValueError):
+    """An array or message of the wrong shape or size: a ValueError, as pycaffe's numpy
+    reshape raises, and a CaffeliteError."""
+
 
 # ---- BlobProto <-> array ------------------------------------------------------------
 
@@ -33,7 +40,7 @@ def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
     shape = _blobproto_shape(blob)
     if values.size != int(np.prod(shape, dtype=np.int64)):
         field = "diff" if return_diff else "data"
-        raise CaffeliteError(
+        raise ArrayShapeError(
             f"BlobProto of shape {shape} carries {values.size} {field} values, "
             f"expected {int(np.prod(shape, dtype=np.int64))}"
         )
@@ -49,7 +56,7 @@ def array_to_blobproto(arr, diff=None):
     if diff is not None:
         diff = np.asarray(diff)
         if diff.shape != arr.shape:
-            raise CaffeliteError(f"diff shape {diff.shape} differs from data shape {arr.shape}")
+            raise ArrayShapeError(f"diff shape {diff.shape} differs from data shape {arr.shape}")
         blob.diff.extend(diff.astype(np.float64).ravel().tolist())
     return blob
 
@@ -76,7 +83,7 @@ def array_to_datum(arr, label=None):
     any other type to ``float_data``."""
     arr = np.asarray(arr)
     if arr.ndim != 3:
-        raise CaffeliteError(
+        raise ArrayShapeError(
             f"array_to_datum needs a 3-D (channels, height, width) array, got shape {arr.shape}"
         )
     datum = caffe_pb2.Datum()
@@ -95,19 +102,19 @@ def datum_to_array(datum) -> np.ndarray:
     float64 from ``float_data``."""
     shape = (datum.channels, datum.height, datum.width)
     if datum.encoded:
-        raise CaffeliteError(
+        raise ArrayShapeError(
             "datum_to_array: this Datum holds an encoded (compressed) image; decode it "
             "first, e.g. with PIL.Image.open(io.BytesIO(datum.data))"
         )
     count = int(np.prod(shape, dtype=np.int64))
     if len(datum.data):
         if len(datum.data) != count:
-            raise CaffeliteError(
+            raise ArrayShapeError(
                 f"Datum of shape {shape} carries {len(datum.data)} data bytes, expected {count}"
             )
         return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape).copy()
     if len(datum.float_data) != count:
-        raise CaffeliteError(
+        raise ArrayShapeError(
             f"Datum of shape {shape} carries {len(datum.float_data)} float_data values, "
             f"expected {count}"
         )

@@ -41,3 +41,24 @@ def configure(level: int = logging.INFO) -> None:
         handler = _StderrHandler()
         handler.setFormatter(GlogFormatter())
         logger.addHandler(handler)
+
+
+# glog's severities, as pycaffe's init_log(level) takes them (FLAGS_minloglevel).
+_GLOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.CRITICAL}
+
+
+def init_log(level: int = 0, stderr: bool = True) -> None:
+    """pycaffe's ``caffe.init_log``: log messages of glog severity ``level`` and above
+    (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL) in glog's format. caffelite writes no glog
+    log files, so the log always goes to stderr; ``stderr`` is taken for pycaffe's
+    signature."""
+    if level not in _GLOG_LEVELS:
+        from caffelite.errors import CaffeliteError
+
+        raise CaffeliteError(f"init_log level must be 0 (INFO) to 3 (FATAL), got {level!r}")
+    configure(_GLOG_LEVELS[level])
+
+
+def log(message: str) -> None:
+    """pycaffe's ``caffe.log``: one INFO line in Caffe's log."""
+    logging.getLogger("caffelite").info("%s", message, stacklevel=2)

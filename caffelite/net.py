@@ -15,6 +15,7 @@ import numpy as np
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
+from caffelite.net_pycaffe import PycaffeNetMixin
 from caffelite.net_state import filter_net
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
 from caffelite.splits import insert_splits
@@ -36,18 +37,22 @@ def load_net_param(source):
     return param
 
 
-class Net:
+class Net(PycaffeNetMixin):
     """A network built for one phase; pycaffe-compatible.
 
-    ``Net(model, phase, weights=None, stages=None, level=0)`` or the legacy
-    ``Net(model, weights, phase)``. ``model`` is a prototxt path or a NetParameter.
+    ``Net(network_file, phase, weights=None, stages=None, level=0)`` (pycaffe's keywords)
+    or the legacy ``Net(network_file, weights, phase)``. ``network_file`` is a prototxt
+    path or a NetParameter.
     """
 
-    def __init__(self, model, phase=None, weights=None, stages=None, level=0, *legacy):
+    def __init__(self, network_file, phase=None, weights=None, stages=None, level=0, *legacy):
+        model = network_file
         if isinstance(phase, (str, Path)):  # legacy pycaffe: Net(model, weights, phase)
             weights, phase = phase, weights
         if legacy:
-            raise CaffeliteError("Net() takes (model, phase, weights=None, stages=None, level=0)")
+            raise CaffeliteError(
+                "Net() takes (network_file, phase, weights=None, stages=None, level=0)"
+            )
         if phase not in (TRAIN, TEST):
             raise CaffeliteError(f"Net phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
         param = load_net_param(model)

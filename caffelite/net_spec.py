@@ -112,10 +112,8 @@ class Function:
             raise CaffeliteError(f"L.{type_name}: ntop must be an integer >= 0, got {self.ntop!r}")
         for i, top in enumerate(inputs):
             if not isinstance(top, Top):
-                raise NetSpecTypeError(
-                    f"L.{type_name}: bottom {i} must be a Top returned by another layer "
-                    f"function, got {type(top).__name__} {top!r}"
-                )
+                # pycaffe's exact words: code matches on them.
+                raise NetSpecTypeError(f"{type_name} input {i} is not a Top (type is {type(top)})")
         self.inputs = tuple(inputs)
         self.tops = tuple(Top(self, n) for n in range(self.ntop))
 

@@ -37,6 +37,11 @@ class SGDSolver(Solver):
     #: The step rule; Nesterov differs only here.
     update_rule = staticmethod(sgd_update)
 
+    @property
+    def lr(self) -> float:
+        """The learning rate at the current iteration (pycaffe's ``SGDSolver.lr``)."""
+        return self.get_learning_rate()
+
     def compute_update_value(self, param_id: int, rate: float) -> None:
         self.update_rule(
             backend.xp(),

@@ -109,18 +109,12 @@ def layer_in_phase(layer, phase) -> bool:
     return not any(not r.HasField("phase") or r.phase == phase for r in layer.exclude)
 
 
-def _attributes(style: dict, **extra) -> str:
-    items = {**style, **extra}
-    return ", ".join(f'{key}="{value}"' for key, value in items.items())
-
-
-def get_dot_graph(
-    net_param, rankdir: str = "LR", label_edges: bool = True, phase=None, display_lrm=False
-) -> str:
-    """The DOT text of ``net_param`` (a NetParameter) laid out in direction ``rankdir``."""
+def _net_graph(net_param, rankdir, label_edges, phase, display_lrm):
+    """The graph as (nodes, edges): ``{node: attributes}`` and ``{(source, target):
+    [edge labels]}``, every attribute value already escaped for a DOT string."""
     if rankdir not in ("LR", "RL", "TB", "BT"):
         raise CaffeliteError(f"rankdir must be one of LR, RL, TB, BT; got {rankdir!r}")
-    nodes: dict[str, str] = {}
+    nodes: dict[str, dict] = {}
     # One edge per (source, target); same-named layers of different phases (two "mnist"
     # Data layers) share a node, and their edge labels are joined.
     edges: dict[tuple[str, str], list[str]] = {}
@@ -134,21 +128,34 @@ def get_dot_graph(
         style = dict(NEURON_LAYER_STYLE if in_place else LAYER_STYLE)
         if not in_place:
             style["fillcolor"] = choose_color_by_layertype(layer.type)
-        label = get_layer_label(layer, rankdir, display_lrm)
-        nodes[node] = _attributes(style, label=label)
+        nodes[node] = {**style, "label": get_layer_label(layer, rankdir, display_lrm)}
         for blob in layer.bottom:
-            nodes.setdefault(f"{blob}_blob", _attributes(BLOB_STYLE, label=_escape(blob)))
+            nodes.setdefault(f"{blob}_blob", {**BLOB_STYLE, "label": _escape(blob)})
             edges.setdefault((f"{blob}_blob", node), [])
         top_label = get_edge_label(layer) if label_edges else ""
         for blob in layer.top:
-            nodes.setdefault(f"{blob}_blob", _attributes(BLOB_STYLE, label=_escape(blob)))
+            nodes.setdefault(f"{blob}_blob", {**BLOB_STYLE, "label": _escape(blob)})
             labels = edges.setdefault((node, f"{blob}_blob"), [])
             if top_label and top_label not in labels:
                 labels.append(top_label)
+    return nodes, edges
+
+
+def _edge_label(labels: list[str]) -> str:
+    return _escape(" / ".join(labels))
+
+
+def get_dot_graph(
+    net_param, rankdir: str = "LR", label_edges: bool = True, phase=None, display_lrm=False
+) -> str:
+    """The DOT text of ``net_param`` (a NetParameter) laid out in direction ``rankdir``."""
+    nodes, edges = _net_graph(net_param, rankdir, label_edges, phase, display_lrm)
     lines = [f'digraph "{_escape(net_param.name or "Net")}" {{', f"  rankdir={rankdir};"]
-    lines += [f'  "{_escape(name)}" [{attributes}];' for name, attributes in nodes.items()]
+    for name, attributes in nodes.items():
+        listed = ", ".join(f'{key}="{value}"' for key, value in attributes.items())
+        lines.append(f'  "{_escape(name)}" [{listed}];')
     for (source, target), labels in edges.items():
-        extra = f' [label="{_escape(" / ".join(labels))}"]' if labels else ""
+        extra = f' [label="{_edge_label(labels)}"]' if labels else ""
         lines.append(f'  "{_escape(source)}" -> "{_escape(target)}"{extra};')
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -157,8 +164,8 @@ def get_dot_graph(
 def get_pydot_graph(
     caffe_net, rankdir: str = "LR", label_edges: bool = True, phase=None, display_lrm=False
 ):
-    """The drawing as a ``pydot.Dot`` graph, as pycaffe returns it (needs pydot:
-    ``pip install caffelite[draw]``); built by parsing ``get_dot_graph``'s DOT text."""
+    """The same graph as a ``pydot.Dot``, as pycaffe returns it (needs pydot:
+    ``pip install 'caffelite[draw]'``)."""
     try:
         import pydot
     except ImportError:
@@ -166,8 +173,19 @@ def get_pydot_graph(
             "get_pydot_graph needs pydot (pip install 'caffelite[draw]'); get_dot_graph "
             "gives the same graph as DOT text without it"
         ) from None
-    text = get_dot_graph(caffe_net, rankdir, label_edges, phase, display_lrm)
-    (graph,) = pydot.graph_from_dot_data(text)
+
+    def quoted(text: str) -> str:  # pydot keeps a quoted value as it is
+        return f'"{text}"'
+
+    nodes, edges = _net_graph(caffe_net, rankdir, label_edges, phase, display_lrm)
+    graph = pydot.Dot(quoted(_escape(caffe_net.name or "Net")), graph_type="digraph")
+    graph.set_rankdir(rankdir)
+    for name, attributes in nodes.items():
+        values = {key: quoted(value) for key, value in attributes.items()}
+        graph.add_node(pydot.Node(quoted(_escape(name)), **values))
+    for (source, target), labels in edges.items():
+        extra = {"label": quoted(_edge_label(labels))} if labels else {}
+        graph.add_edge(pydot.Edge(quoted(_escape(source)), quoted(_escape(target)), **extra))
     return graph
 
 

@@ -36,6 +36,9 @@ def param_name_dict() -> dict[str, str]:
         if field.name.endswith("_param") and message is not None:
             if message.name.endswith("Parameter"):
                 names[message.name[: -len("Parameter")]] = field.name[: -len("_param")]
+    # Layer types that read another type's message (Caffe's Deconvolution and Im2col
+    # layers take convolution_param); pycaffe's NetSpec misses them.
+    names.update(Deconvolution="convolution", Im2col="convolution")
     return names
 
 

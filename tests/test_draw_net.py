@@ -148,3 +148,22 @@ def test_tool_reports_an_unwritable_output_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "draw_net: cannot write" in err and "No such file or directory" in err
     assert "Traceback" not in err
+
+
+def test_get_pydot_graph_gives_pycaffes_object_of_the_same_graph():
+    pydot = pytest.importorskip("pydot")
+    graph = draw.get_pydot_graph(lenet(), "TB", phase=caffe.TEST)
+    assert isinstance(graph, pydot.Dot)
+    assert graph.get_rankdir() == "TB"
+    names = {node.get_name().strip('"') for node in graph.get_nodes()}
+    assert {"conv1_Convolution", "conv1_blob", "loss_SoftmaxWithLoss"} <= names
+    dot_edges = draw.get_dot_graph(lenet(), "TB", phase=caffe.TEST).count(" -> ")
+    assert len(graph.get_edges()) == dot_edges
+
+
+def test_draw_net_to_file_renders_png_with_graphviz(tmp_path):
+    if not draw.graphviz_available():
+        pytest.skip("Graphviz's dot program is not installed")
+    out = tmp_path / "lenet.png"
+    draw.draw_net_to_file(lenet(), str(out), "LR", caffe.TRAIN)
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

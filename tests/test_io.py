@@ -56,6 +56,25 @@ def test_blobproto_double_data_and_size_error():
         cio.blobproto_to_array(bad)
 
 
+def test_shape_errors_are_value_errors_as_in_pycaffe():
+    """pycaffe's numpy reshape raises ValueError; code catching it keeps working."""
+    no_shape = caffe_pb2.BlobProto()
+    no_shape.data.extend([0.0] * 100)
+    with pytest.raises(ValueError, match=r"shape \(\) carries 100 data values, expected 1"):
+        cio.blobproto_to_array(no_shape)
+    scalar = caffe_pb2.BlobProto()
+    scalar.data.append(123.0)
+    assert cio.blobproto_to_array(scalar) == 123.0
+    with pytest.raises(ValueError, match="3-D"):
+        cio.array_to_datum(np.zeros((2, 2)))
+    datum = caffe_pb2.Datum(channels=1, height=2, width=2, data=b"abc")
+    with pytest.raises(ValueError, match="carries 3 data bytes, expected 4"):
+        cio.datum_to_array(datum)
+    with pytest.raises(ValueError, match="diff shape"):
+        cio.array_to_blobproto(np.zeros(3), diff=np.zeros(2))
+    assert issubclass(cio.ArrayShapeError, CaffeliteError)
+
+
 def test_blobprotovector_string_round_trip():
     arrays = [np.arange(6.0).reshape(1, 2, 3), np.array([1.5, -2.0]), np.zeros((2, 1, 1, 2))]
     data = cio.arraylist_to_blobprotovector_str(arrays)

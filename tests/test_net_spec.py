@@ -299,3 +299,11 @@ def test_a_bottom_that_is_not_a_top_is_a_type_error_as_in_pycaffe():
         TypeError, match=r"^Silence input 0 is not a Top \(type is <class 'tuple'>\)$"
     ):
         L.Silence(tops, ntop=0)
+
+
+def test_deconvolution_keywords_go_to_convolution_param():
+    x = L.Input(shape=dict(dim=[1, 1, 4, 4]))
+    layer = net_spec.to_proto(L.Deconvolution(x, num_output=3, kernel_size=4, stride=2)).layer[-1]
+    assert layer.convolution_param.num_output == 3
+    assert list(layer.convolution_param.kernel_size) == [4]
+    assert list(layer.convolution_param.stride) == [2]

@@ -492,3 +492,14 @@ def test_solver_mode_gpu_runs_on_the_cpu_with_a_warning(caplog):
     assert "solver_mode: GPU is not available" in caplog.text
     with pytest.raises(CaffeliteError, match="GPU mode is not available"):
         caffelite.set_mode_gpu()
+
+
+@pytest.mark.parametrize("cls", [SGDSolver, AdamSolver])
+def test_lr_is_the_policy_rate_at_the_current_iteration(cls):
+    """pycaffe's SGDSolver.lr (every solver derives from SGDSolver): Caffe's 'inv'
+    policy base_lr * (1 + gamma * iter) ^ -power, read before and after steps."""
+    solver = sn.make_solver(cls, "lr_policy: 'inv' base_lr: 0.01 gamma: 0.1 power: 0.75")
+    assert solver.lr == pytest.approx(0.01)
+    solver.step(3)
+    assert solver.iter == 3
+    assert solver.lr == pytest.approx(0.01 * (1 + 0.1 * 3) ** -0.75)

@@ -1,4 +1,4 @@
-"""pycaffe's ``caffe.pycaffe`` module path: the Net and solver classes and the Timer.
+"""pycaffe's ``caffe.pycaffe`` module path: the Net and solver classes, NCCL and Timer.
 
 Code written for pycaffe sometimes imports from here (``from caffe.pycaffe import
 Net``); caffelite's classes already carry pycaffe's interface, so this module only
@@ -6,6 +6,7 @@ gathers them under that name.
 """
 
 from caffelite.net import Net
+from caffelite.parallel import NCCL
 from caffelite.solvers import (
     AdaDeltaSolver,
     AdaGradSolver,
@@ -20,6 +21,7 @@ __all__ = [
     "AdaDeltaSolver",
     "AdaGradSolver",
     "AdamSolver",
+    "NCCL",
     "Net",
     "NesterovSolver",
     "RMSPropSolver",

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_pycaffe_module_holds_the_classes_pycaffe_code_imports():
     for name in ("Net", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
-                 "AdaDeltaSolver", "AdamSolver", "Timer"):  # fmt: skip
+                 "AdaDeltaSolver", "AdamSolver", "Timer", "NCCL"):  # fmt: skip
         assert getattr(pycaffe, name) is getattr(caffelite, name)
 
 

@@ -60,6 +60,11 @@ class DataTransformer:
             raise CaffeliteError(
                 "transform_param: specify either mean_file or mean_value, not both"
             )
+        if p.force_color and p.force_gray:
+            raise CaffeliteError("transform_param: set force_color or force_gray, not both")
+        #: How encoded images are decoded (Caffe's DecodeDatum flags): True as colour,
+        #: False as grey, None with the channels the file has.
+        self.decode_color = True if p.force_color else False if p.force_gray else None
         self.scale = np.float32(p.scale)
         self.crop_size = int(p.crop_size)
         self.mirror = bool(p.mirror)

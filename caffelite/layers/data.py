@@ -1,5 +1,6 @@
-"""Input layers: ``Data`` (Datum records from an LMDB, prefetched by a background
-thread) and ``MemoryData`` (batches served from arrays the caller hands over).
+"""Input layers: ``Data`` (Datum records from an LMDB or a LevelDB, raw or encoded
+JPEG/PNG, prefetched by a background thread) and ``MemoryData`` (batches served from
+arrays the caller hands over).
 
 Data follows Caffe's DataLayer / BasePrefetchingDataLayer: records are read in key
 order, wrapping to the first one at the end; a daemon thread decodes and transforms
@@ -19,7 +20,9 @@ import weakref
 
 import numpy as np
 
+from caffelite import db
 from caffelite.data_transformer import DataTransformer
+from caffelite.datum_codec import decode_datums
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
 from caffelite.parallel.world import record_share
@@ -44,14 +47,7 @@ _envs_lock = threading.Lock()
 
 
 def _open_env(path: str):
-    import lmdb
-
-    try:
-        return lmdb.open(
-            path, readonly=True, lock=False, subdir=os.path.isdir(path), max_readers=512
-        )
-    except lmdb.Error as exc:
-        raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
+    return db.open_env(path)  # LMDB, or LevelDB behind py-lmdb's reading API
 
 
 def _acquire_env(path: str):
@@ -95,20 +91,17 @@ def _remap_env(key: str, path: str, env):
 # ---- reading Datum records ---------------------------------------------------------------
 
 
-def _decode_batch(values: list[bytes], keys: list[bytes], source: str):
-    """Raw values -> (images (N, C, H, W) uint8 or float32, labels (N,) float32)."""
+def _decode_batch(values: list[bytes], keys: list[bytes], source: str, color=None):
+    """Raw values -> (images (N, C, H, W) uint8 or float32, labels (N,) float32);
+    encoded images are decoded as ``color`` says (DataTransformer.decode_color)."""
     datums = [caffe_pb2.Datum.FromString(v) for v in values]
+    datums = decode_datums(datums, keys, source, color)
     first = datums[0]
     shape = (first.channels, first.height, first.width)
     count = shape[0] * shape[1] * shape[2]
     if count <= 0:
         raise CaffeliteError(f"{source}: record {keys[0]!r} has an empty shape {shape}")
     for key, datum in zip(keys, datums, strict=True):
-        if datum.encoded:
-            raise CaffeliteError(
-                f"{source}: record {key!r} holds an encoded (compressed) image; caffelite "
-                "reads raw pixel Datums only (convert with raw pixels, no --encoded)"
-            )
         if (datum.channels, datum.height, datum.width) != shape:
             raise CaffeliteError(
                 f"{source}: record {key!r} has shape "
@@ -205,7 +198,9 @@ class _Prefetcher:
                 if since_remap >= REMAP_EVERY_RECORDS:
                     since_remap = 0
                     txn, cursor = self._remap(txn, cursor.key())
-                images, labels = _decode_batch(values, keys, self.source)
+                images, labels = _decode_batch(
+                    values, keys, self.source, self.transformer.decode_color
+                )
                 shape = self.transformer.infer_blob_shape(images.shape)
                 if batch.data.shape != shape:
                     batch.data = np.empty(shape, dtype=np.float32)
@@ -279,6 +274,8 @@ def _transform_param(layer_param):
     for field in ("scale", "mean_file", "crop_size", "mirror"):
         if legacy.HasField(field):
             setattr(param, field, getattr(legacy, field))
+    if legacy.force_encoded_color:
+        param.force_color = True
     return param
 
 
@@ -322,7 +319,9 @@ class DataLayer(Layer):
             with env.begin(buffers=False) as txn:
                 cursor = txn.cursor()
                 cursor.first()
-                images, _ = _decode_batch([cursor.value()], [cursor.key()], source)
+                images, _ = _decode_batch(
+                    [cursor.value()], [cursor.key()], source, self.transformer.decode_color
+                )
             # crop and mean problems surface here rather than in the thread
             shape = self.transformer.infer_blob_shape(images.shape)
         except CaffeliteError as exc:
@@ -357,15 +356,13 @@ class DataLayer(Layer):
             top[1].reshape(self.batch_size)
 
     def _check_backend(self, source: str) -> None:
+        """The files decide the backend; a ``backend`` that names the other one is an error
+        (Caffe's default, LEVELDB, applies only when the field is set)."""
         p = self.layer_param.data_param
-        leveldb_files = os.path.isdir(source) and os.path.exists(os.path.join(source, "CURRENT"))
-        if p.backend == caffe_pb2.DataParameter.LEVELDB and (
-            p.HasField("backend") or leveldb_files
-        ):
-            raise self.error(
-                f"LEVELDB databases are not supported ({source!r}); convert the data to "
-                "LMDB (e.g. python tools/convert_mnist_data.py) and set backend: LMDB"
-            )
+        try:
+            db.reader_backend(source, p.backend if p.HasField("backend") else None)
+        except CaffeliteError as exc:
+            raise self.error(str(exc)) from None
 
     def reshape(self, bottom, top):
         """Tops are sized by ``forward`` to each batch, as in Caffe."""

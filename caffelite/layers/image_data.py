@@ -12,9 +12,9 @@ setup. ``rand_skip`` skips a random number of lines at the start. All images of 
 batch must have one size; the batch's size follows its first image, so a net with
 ``batch_size: 1`` accepts images of any size.
 
-Differences from Caffe: images are read in ``forward`` rather than by a prefetch
-thread; Pillow's bilinear resize smooths when shrinking (OpenCV's does not), so
-resized pixels can differ slightly from Caffe's.
+Images are decoded and resized as OpenCV does (``caffelite.image_codec``).
+Difference from Caffe: images are read in ``forward`` rather than by a prefetch
+thread.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 
 from caffelite.data_transformer import DataTransformer
 from caffelite.errors import CaffeliteError
+from caffelite.image_codec import read_image
 from caffelite.layer import Layer, register_layer
 from caffelite.parallel.world import record_share
 from caffelite.rng import get_rng
@@ -54,33 +55,6 @@ def read_image_list(source: str) -> list[tuple[str, int]]:
     if not entries:
         raise CaffeliteError(f"image list {source!r} lists no images")
     return entries
-
-
-def read_image(path: str, new_height: int = 0, new_width: int = 0, is_color: bool = True):
-    """One image as a uint8 (channels, height, width) array, BGR for colour images
-    (Caffe's ReadImageToCVMat); resized with bilinear interpolation when asked."""
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise CaffeliteError(
-            "ImageData needs Pillow: pip install pillow (or pip install caffelite[image])"
-        ) from None
-    try:
-        with Image.open(path) as image:
-            if image.mode.startswith("I"):
-                # 16-bit: Pillow's convert would clip at 255; OpenCV divides by 256.
-                image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
-            image = image.convert("RGB" if is_color else "L")
-            if new_height > 0 and new_width > 0:
-                image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise CaffeliteError(f"image {path!r} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise CaffeliteError(f"cannot decode image {path!r}: {exc}") from None
-    if is_color:
-        return np.ascontiguousarray(pixels[:, :, ::-1].transpose(2, 0, 1))
-    return pixels[None]
 
 
 @register_layer("ImageData")

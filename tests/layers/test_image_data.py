@@ -10,6 +10,7 @@ from PIL import Image  # noqa: E402
 
 import caffelite as caffe  # noqa: E402
 from caffelite.errors import CaffeliteError  # noqa: E402
+from caffelite.io import resize_image  # noqa: E402
 from caffelite.proto import caffe_pb2  # noqa: E402
 from caffelite.prototxt import parse_text  # noqa: E402
 from caffelite.rng import set_random_seed  # noqa: E402
@@ -91,8 +92,9 @@ def test_resize_to_new_height_and_width(tmp_path):
     layer, bottom, top = image_layer(source, "new_height: 3 new_width: 10", batch_size=1)
     data, _ = run(layer, bottom, top)
     assert data.shape == (1, 3, 3, 10)
-    expected = Image.fromarray(arrays[3]).resize((10, 3), Image.Resampling.BILINEAR)
-    np.testing.assert_array_equal(data[0], bgr_chw(np.asarray(expected)))
+    # OpenCV's INTER_LINEAR (cv::resize in Caffe's ReadImageToCVMat), rounded to uint8
+    expected = np.rint(resize_image(arrays[3].astype(np.float64), (3, 10)))
+    np.testing.assert_array_equal(data[0], bgr_chw(expected))
 
 
 def test_transform_param_scale_mean_and_centre_crop(tmp_path):

@@ -25,6 +25,7 @@ import io
 import numpy as np
 
 from caffelite.errors import CaffeliteError
+from caffelite.files import read_bytes
 
 #: OpenCV's default JPEG quality for imencode, which convert_imageset --encoded uses.
 JPEG_QUALITY = 95
@@ -86,14 +87,7 @@ def decode_image(data: bytes, color: bool | None = None, what: str = "image") ->
 def read_image(path: str, height: int = 0, width: int = 0, is_color: bool = True) -> np.ndarray:
     """An image file as uint8 (C, H, W), BGR for colour (Caffe's ReadImageToCVMat),
     resized to ``height`` x ``width`` (INTER_LINEAR) when both are positive."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise CaffeliteError(f"image {path!r} does not exist") from None
-    except OSError as exc:
-        raise CaffeliteError(f"cannot read image {path!r}: {exc.strerror}") from None
-    pixels = decode_image(data, bool(is_color), what=f"image {path!r}")
+    pixels = decode_image(read_bytes(path, "image"), bool(is_color), what=f"image {path!r}")
     if height > 0 and width > 0:
         pixels = resize_pixels(pixels, height, width)
     return pixels

@@ -8,7 +8,9 @@ written for them run unchanged against these ports.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from caffelite.errors import CaffeliteError
 
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
@@ -76,3 +78,19 @@ class CaffeFlags:
         for name in positional[len(values) :]:
             setattr(args, name.rstrip("?"), None)
         return args
+
+
+def run_tool(name: str, call: Callable[[], object]) -> int:
+    """Run a tool's work with Caffe's log on stderr; a CaffeliteError is logged as the
+    tool's error (exit status 1) rather than a traceback."""
+    import logging
+
+    from caffelite.logging_setup import configure
+
+    configure()
+    try:
+        call()
+    except CaffeliteError as exc:
+        logging.getLogger("caffelite").error("%s: %s", name, exc)
+        return 1
+    return 0

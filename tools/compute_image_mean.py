@@ -9,7 +9,6 @@ means are logged either way.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -19,9 +18,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffelite.datasets.image_mean import compute_image_mean
-from caffelite.errors import CaffeliteError
-from caffelite.logging_setup import configure
-from caffelite.tool_flags import CaffeFlags
+from caffelite.tool_flags import CaffeFlags, run_tool
 
 
 def main(argv=None) -> int:
@@ -30,13 +27,10 @@ def main(argv=None) -> int:
     )
     flags.add("backend", "lmdb", "the backend {leveldb, lmdb} containing the images")
     args = flags.parse(argv, ["input_db", "output_file?"])
-    configure()
-    try:
-        compute_image_mean(args.input_db, args.output_file, args.backend)
-    except CaffeliteError as exc:
-        logging.getLogger("caffelite").error("compute_image_mean: %s", exc)
-        return 1
-    return 0
+    return run_tool(
+        "compute_image_mean",
+        lambda: compute_image_mean(args.input_db, args.output_file, args.backend),
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ and cifar10_test_DB_TYPE. For models/cifar10, then make the mean:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -24,8 +23,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffelite.datasets.cifar import convert_cifar_data
-from caffelite.errors import CaffeliteError
-from caffelite.logging_setup import configure
+from caffelite.tool_flags import run_tool
 
 
 def main(argv=None) -> int:
@@ -36,15 +34,13 @@ def main(argv=None) -> int:
     parser.add_argument("output_folder")
     parser.add_argument("db_type", choices=["lmdb", "leveldb"])
     args = parser.parse_args(argv)
-    configure()
-    try:
+
+    def convert() -> None:
         counts = convert_cifar_data(args.input_folder, args.output_folder, args.db_type)
-    except CaffeliteError as exc:
-        logging.getLogger("caffelite").error("convert_cifar_data: %s", exc)
-        return 1
-    for path, count in counts.items():
-        print(f"Wrote {count} images to {path}")
-    return 0
+        for path, count in counts.items():
+            print(f"Wrote {count} images to {path}")
+
+    return run_tool("convert_cifar_data", convert)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Caffe's, in gflags' spelling (-gray, --resize_width=256, -backend leveldb, ...).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -19,9 +18,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffelite.datasets.imageset import convert_imageset
-from caffelite.errors import CaffeliteError
-from caffelite.logging_setup import configure
-from caffelite.tool_flags import CaffeFlags
+from caffelite.tool_flags import CaffeFlags, run_tool
 
 
 def main(argv=None) -> int:
@@ -39,9 +36,9 @@ def main(argv=None) -> int:
     flags.add("encoded", False, "store the encoded image in the datum")
     flags.add("encode_type", "", "what type to encode the image as ('png', 'jpg', ...)")
     args = flags.parse(argv, ["root", "listfile", "db_name"])
-    configure()
-    try:
-        convert_imageset(
+    return run_tool(
+        "convert_imageset",
+        lambda: convert_imageset(
             args.root,
             args.listfile,
             args.db_name,
@@ -53,11 +50,8 @@ def main(argv=None) -> int:
             check_size=args.check_size,
             encoded=args.encoded,
             encode_type=args.encode_type,
-        )
-    except CaffeliteError as exc:
-        logging.getLogger("caffelite").error("convert_imageset: %s", exc)
-        return 1
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

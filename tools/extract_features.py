@@ -22,8 +22,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from caffelite.datasets.features import extract_features
-from caffelite.errors import CaffeliteError
-from caffelite.logging_setup import configure
+from caffelite.tool_flags import run_tool
 
 
 def main(argv=None) -> int:
@@ -39,13 +38,12 @@ def main(argv=None) -> int:
     parser.add_argument("mode", nargs="?", default="CPU", choices=["CPU", "GPU"])
     parser.add_argument("device_id", nargs="?", type=int, default=0)
     args = parser.parse_args(argv)
-    configure()
-    log = logging.getLogger("caffelite")
-    try:
+
+    def extract() -> None:
         if args.mode == "GPU":
             from caffelite.backend import set_device, set_mode_gpu
 
-            log.info("Using GPU, device %d", args.device_id)
+            logging.getLogger("caffelite").info("Using GPU, device %d", args.device_id)
             set_mode_gpu()
             set_device(args.device_id)
         extract_features(
@@ -56,10 +54,8 @@ def main(argv=None) -> int:
             args.num_mini_batches,
             args.db_type,
         )
-    except CaffeliteError as exc:
-        log.error("extract_features: %s", exc)
-        return 1
-    return 0
+
+    return run_tool("extract_features", extract)
 
 
 if __name__ == "__main__":

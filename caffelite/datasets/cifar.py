@@ -17,6 +17,7 @@ import numpy as np
 
 from caffelite import db
 from caffelite.errors import CaffeliteError
+from caffelite.files import read_bytes
 from caffelite.proto import caffe_pb2
 
 logger = logging.getLogger("caffelite")
@@ -31,13 +32,7 @@ TEST_FILE = "test_batch.bin"
 
 def read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     """A CIFAR-10 binary batch: images (N, 3, 32, 32) uint8 RGB and labels (N,) uint8."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
-        raise CaffeliteError(f"CIFAR-10 batch {path!r} does not exist") from None
-    except OSError as exc:
-        raise CaffeliteError(f"cannot read CIFAR-10 batch {path!r}: {exc.strerror}") from None
+    raw = read_bytes(path, "CIFAR-10 batch")
     if not raw or len(raw) % RECORD_BYTES:
         raise CaffeliteError(
             f"{path}: {len(raw)} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR-10 "

@@ -18,6 +18,7 @@ from caffelite.datum_codec import decode_datum
 from caffelite.errors import CaffeliteError
 from caffelite.io import datum_to_array
 from caffelite.proto import caffe_pb2
+from caffelite.prototxt import write_binary_atomic
 
 logger = logging.getLogger("caffelite")
 
@@ -67,13 +68,7 @@ def write_mean(mean: np.ndarray, path: str) -> None:
     blob = caffe_pb2.BlobProto(num=1, channels=channels, height=height, width=width)
     blob.data.extend(mean.astype(np.float32).ravel().tolist())
     logger.info("Write to %s", path)
-    temp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(temp, "wb") as handle:
-            handle.write(blob.SerializeToString())
-        os.replace(temp, path)
+        write_binary_atomic(path, blob)
     except OSError as exc:
         raise CaffeliteError(f"cannot write the mean to {path!r}: {exc.strerror}") from None
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from caffelite import db
 from caffelite.errors import CaffeliteError
+from caffelite.files import read_bytes
 from caffelite.image_codec import decode_image, encode_image, resize_pixels
 from caffelite.layers.image_data import read_image_list
 from caffelite.proto import caffe_pb2
@@ -51,11 +52,7 @@ def image_to_datum(
     encoding: str = "",
 ):
     """Caffe's ReadImageToDatum: the Datum of one image file (CaffeliteError if unreadable)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise CaffeliteError(f"cannot read image {path!r}: {exc.strerror}") from None
+    data = read_bytes(path, "image")
     resize = height > 0 and width > 0
     if encoding and not resize and _matches(path, encoding):
         native = decode_image(data, None, what=f"image {path!r}")

@@ -46,3 +46,17 @@ def as_solver():
     parallel.set_solver_rank(0)
     parallel.set_solver_count(1)
     parallel.set_multiprocess(False)
+
+
+@pytest.fixture
+def load_tool():
+    """Loads tools/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -14,10 +14,9 @@ from __future__ import annotations
 from caffelite.layer import register_layer
 from caffelite.layers.recurrent import (
     RecurrentLayer,
-    add_flush,
     add_layer,
     add_shared_front,
-    inner_product,
+    add_step_front,
 )
 
 
@@ -33,22 +32,12 @@ class LSTMLayer(RecurrentLayer):
 
     def fill_unrolled_net(self, net_param):
         hidden = self.num_output
-        param = self.layer_param.recurrent_param
-        cont_slice, x_slice = add_shared_front(
-            self, net_param, ["c_0", "h_0"], "W_xc", "b_c", 4 * hidden
-        )
+        slices = add_shared_front(self, net_param, ["c_0", "h_0"], "W_xc", "b_c", 4 * hidden)
         concat = []
         for t in range(1, self.T + 1):
-            cont_slice.top.append(f"cont_{t}")
-            x_slice.top.append(f"W_xc_x_{t}")
-            add_flush(net_param, t)
-            inner_product(
-                net_param, f"transform_{t}", f"h_conted_{t - 1}", f"W_hc_h_{t - 1}",
-                ["W_hc"], 4 * hidden, param,
-            )  # fmt: skip
-            sums = [f"W_hc_h_{t - 1}", f"W_xc_x_{t}"]
-            if self.static_input:
-                sums.append("W_xc_x_static")
+            sums = add_step_front(
+                self, net_param, t, slices, "W_xc", "W_hc", f"transform_{t}", 4 * hidden
+            )
             add_layer(net_param, "Eltwise", f"gate_input_{t}", sums, [f"gate_input_{t}"])
             add_layer(
                 net_param, "LSTMUnit", f"unit_{t}",

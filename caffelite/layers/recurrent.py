@@ -94,12 +94,27 @@ def add_shared_front(layer, net_param, states, weight: str, bias: str, width: in
     return cont_slice, x_slice
 
 
-def add_flush(net_param, t: int) -> None:
-    """``h_conted_{t-1} = cont_t * h_{t-1}``: the state is zeroed where a sequence starts."""
-    layer = add_layer(
+def add_step_front(layer, net_param, t: int, slices, weight: str, recurrent: str, name: str, width):
+    """The start of timestep ``t``, shared by RNN and LSTM: the slices' tops for t, the
+    flush ``h_conted_{t-1} = cont_t * h_{t-1}`` (the state is zeroed where a sequence
+    starts) and the recurrent transform ``name``: ``recurrent * h_conted_{t-1}``.
+    ``width`` is the transform's output size. Returns the blobs whose sum is the
+    step's input (with the static term, if any).
+    """
+    cont_slice, x_slice = slices
+    cont_slice.top.append(f"cont_{t}")
+    x_slice.top.append(f"{weight}_x_{t}")
+    flush = add_layer(
         net_param, "Scale", f"h_conted_{t - 1}", [f"h_{t - 1}", f"cont_{t}"], [f"h_conted_{t - 1}"]
     )
-    layer.scale_param.axis = 0
+    flush.scale_param.axis = 0
+    param = layer.layer_param.recurrent_param
+    transformed = f"{recurrent}_h_{t - 1}"
+    inner_product(net_param, name, f"h_conted_{t - 1}", transformed, [recurrent], width, param)
+    sums = [transformed, f"{weight}_x_{t}"]
+    if layer.static_input:
+        sums.append(f"{weight}_x_static")
+    return sums
 
 
 class RecurrentLayer(Layer):

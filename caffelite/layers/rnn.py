@@ -14,9 +14,9 @@ from __future__ import annotations
 from caffelite.layer import register_layer
 from caffelite.layers.recurrent import (
     RecurrentLayer,
-    add_flush,
     add_layer,
     add_shared_front,
+    add_step_front,
     inner_product,
 )
 
@@ -34,19 +34,12 @@ class RNNLayer(RecurrentLayer):
     def fill_unrolled_net(self, net_param):
         hidden = self.num_output
         param = self.layer_param.recurrent_param
-        cont_slice, x_slice = add_shared_front(self, net_param, ["h_0"], "W_xh", "b_h", hidden)
+        slices = add_shared_front(self, net_param, ["h_0"], "W_xh", "b_h", hidden)
         concat = []
         for t in range(1, self.T + 1):
-            cont_slice.top.append(f"cont_{t}")
-            x_slice.top.append(f"W_xh_x_{t}")
-            add_flush(net_param, t)
-            inner_product(
-                net_param, f"W_hh_h_{t - 1}", f"h_conted_{t - 1}", f"W_hh_h_{t - 1}",
-                ["W_hh"], hidden, param,
-            )  # fmt: skip
-            sums = [f"W_hh_h_{t - 1}", f"W_xh_x_{t}"]
-            if self.static_input:
-                sums.append("W_xh_x_static")
+            sums = add_step_front(
+                self, net_param, t, slices, "W_xh", "W_hh", f"W_hh_h_{t - 1}", hidden
+            )
             add_layer(net_param, "Eltwise", f"h_input_sum_{t}", sums, [f"h_neuron_input_{t}"])
             add_layer(net_param, "TanH", f"h_neuron_{t}", [f"h_neuron_input_{t}"], [f"h_{t}"])
             inner_product(

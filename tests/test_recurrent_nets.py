@@ -110,3 +110,21 @@ def test_lrcn_shaped_net_builds_and_trains():
         s.step(1)
         losses.append(float(net.blobs["loss"].data))
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
+
+
+def test_a_test_net_shares_the_trained_lstm_weights():
+    """Solver's test nets share weights by layer name; the unrolled net must follow."""
+    s = solver(ECHO_NET, base_lr=0.05, lr_policy="fixed", type="Adam", max_iter=10)
+    param = caffe_pb2.NetParameter()
+    text_format.Merge(ECHO_NET, param)
+    test_net = caffe.Net(param, caffe.TEST)
+    test_net.share_with(s.net)
+    rng = np.random.default_rng(8)
+    x, cont, target = echo_batch(rng)
+    for _ in range(3):
+        s.net.blobs["data"].data[...], s.net.blobs["cont"].data[...] = x, cont
+        s.net.blobs["target"].data[...] = target
+        s.step(1)
+    train_out = s.net.forward(data=x, cont=cont, target=target)["loss"].copy()
+    test_out = test_net.forward(data=x, cont=cont, target=target)["loss"]
+    np.testing.assert_allclose(test_out, train_out, rtol=1e-6)

@@ -116,4 +116,3 @@ class SignalHandler:
             self._got_sigint = False
             return self.sigint_action
         return SolverAction.NONE
-

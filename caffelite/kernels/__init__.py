@@ -72,3 +72,16 @@ def ave_pool_forward(x, y, kernel: Pair, stride: Pair, pad: Pair):
 def ave_pool_backward(dy, dx, kernel: Pair, stride: Pair, pad: Pair):
     """The adjoint of :func:`ave_pool_forward`, written into ``dx``."""
     implementation(dy).ave_pool_backward(dy, dx, kernel, stride, pad)
+
+
+# ---- local response normalisation ------------------------------------------------------
+def lrn_across_forward(x, y, scale, size: int, alpha: float, beta: float, k: float):
+    """Caffe's ACROSS_CHANNELS LRN: ``scale = k + alpha / size * sum(x^2)`` over the
+    ``size`` channels centred on each one (zeros past the ends), ``y = x * scale^-beta``;
+    ``scale`` is kept for backward."""
+    implementation(x).lrn_across_forward(x, y, scale, size, alpha, beta, k)
+
+
+def lrn_across_backward(x, y, dy, dx, scale, size: int, alpha: float, beta: float):
+    """``dx = dy * scale^-beta - 2 alpha beta / size * x * window_sum(dy * y / scale)``."""
+    implementation(x).lrn_across_backward(x, y, dy, dx, scale, size, alpha, beta)

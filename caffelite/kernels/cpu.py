@@ -9,6 +9,7 @@ on as many threads as BLAS uses (:mod:`caffelite.kernels.threads`).
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from caffelite.kernels.threads import configure_threads
@@ -262,3 +263,55 @@ def _ave_pool_backward(dy, dx, kh, kw, sh, sw, ph, pw):
                 for r in range(r0, r1):
                     for q in range(q0, q1):
                         dx[b, ch, r, q] += share
+
+
+# ---- local response normalisation ------------------------------------------------------
+def lrn_across_forward(x, y, scale, size, alpha, beta, k):
+    # constants in the arrays' dtype, so float32 runs float32 pow, not float64's
+    real = x.dtype.type
+    _lrn_across_forward(x, y, scale, size, real(alpha / size), real(beta), real(k))
+
+
+def lrn_across_backward(x, y, dy, dx, scale, size, alpha, beta):
+    real = x.dtype.type
+    _lrn_across_backward(x, y, dy, dx, scale, size, real(2.0 * alpha * beta / size), real(beta))
+
+
+@_jit
+def _lrn_across_forward(x, y, scale, size, coefficient, beta, k):
+    n, c = x.shape[0], x.shape[1]
+    pixels = x.size // max(n * c, 1)
+    pad = (size - 1) // 2
+    xs, ys, ss = x.reshape(n, c, pixels), y.reshape(n, c, pixels), scale.reshape(n, c, pixels)
+    for b in prange(n):
+        for ch in range(c):
+            row = ss[b, ch]
+            row[:] = 0
+            for other in range(max(ch - pad, 0), min(ch + pad + 1, c)):
+                source = xs[b, other]
+                for p in range(pixels):
+                    row[p] += source[p] * source[p]
+            for p in range(pixels):
+                row[p] = k + coefficient * row[p]
+                ys[b, ch, p] = xs[b, ch, p] * row[p] ** -beta
+
+
+@_jit
+def _lrn_across_backward(x, y, dy, dx, scale, size, coefficient, beta):
+    n, c = x.shape[0], x.shape[1]
+    pixels = x.size // max(n * c, 1)
+    pad = (size - 1) // 2
+    xs, ys, ss = x.reshape(n, c, pixels), y.reshape(n, c, pixels), scale.reshape(n, c, pixels)
+    dys, dxs = dy.reshape(n, c, pixels), dx.reshape(n, c, pixels)
+    for b in prange(n):
+        ratio = np.empty((c, pixels), dx.dtype)  # dy * y / scale, summed over windows below
+        for ch in range(c):
+            for p in range(pixels):
+                ratio[ch, p] = dys[b, ch, p] * ys[b, ch, p] / ss[b, ch, p]
+        for ch in range(c):
+            out = dxs[b, ch]
+            for p in range(pixels):
+                out[p] = dys[b, ch, p] * ss[b, ch, p] ** -beta
+            for other in range(max(ch - pad, 0), min(ch + pad + 1, c)):
+                for p in range(pixels):
+                    out[p] -= coefficient * xs[b, ch, p] * ratio[other, p]

@@ -10,12 +10,14 @@ each pixel, zero padded; with that padding AVE pooling always divides by ``n^2``
 Note that Caffe's WITHIN_CHANNEL uses 1, not ``k`` (``k`` applies across channels
 only). This module computes the same math directly.
 
-Both windows are centred and odd-sized, so the window sum is a symmetric linear map:
-the backward pass reuses it.
+ACROSS_CHANNELS runs as one kernel of :mod:`caffelite.kernels` each way; the numpy
+code below is WITHIN_CHANNEL's. Its window is centred and odd-sized, so the window
+sum is a symmetric linear map: the backward pass reuses it.
 """
 
 from __future__ import annotations
 
+from caffelite import kernels
 from caffelite.layer import Layer, register_layer
 from caffelite.proto import caffe_pb2
 
@@ -38,40 +40,29 @@ def window_sum(xp, a, size: int, axis: int, out) -> None:
         out[tuple(src_hi)] += a[tuple(dst_lo)]  # the neighbour at i - offset
 
 
-def lrn_scale(xp, x, size: int, alpha: float, constant: float, region: int, scale, tmp) -> None:
-    """``scale = constant + alpha_eff * window_sum(x^2)`` for the region."""
+def within_scale(xp, x, size: int, alpha: float, scale, tmp) -> None:
+    """WITHIN_CHANNEL's ``scale = 1 + alpha / size^2 * window_sum(x^2)`` over the square."""
     xp.multiply(x, x, out=tmp)
-    if region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-        window_sum(xp, tmp, size, 1, scale)
-        coefficient = alpha / size
-    else:
-        window_sum(xp, tmp, size, 2, scale)
-        window_sum(xp, scale, size, 3, tmp)
-        scale[...] = tmp
-        coefficient = alpha / (size * size)
-    scale *= coefficient
-    scale += constant
+    window_sum(xp, tmp, size, 2, scale)
+    window_sum(xp, scale, size, 3, tmp)
+    xp.multiply(tmp, alpha / (size * size), out=scale)
+    scale += 1.0
 
 
-def lrn_forward(xp, x, y, scale, beta: float) -> None:
+def within_forward(xp, x, y, scale, beta: float) -> None:
     """``y = x * scale ^ -beta``."""
     xp.power(scale, -beta, out=y)
     y *= x
 
 
-def lrn_backward(xp, x, y, dy, dx, scale, size, alpha, beta, region, tmp, tmp2) -> None:
-    """``dx = dy * scale^-beta - 2 alpha_eff beta x * window_sum(dy * y / scale)``."""
+def within_backward(xp, x, y, dy, dx, scale, size, alpha, beta, tmp, tmp2) -> None:
+    """``dx = dy * scale^-beta - 2 alpha beta / size^2 * x * window_sum(dy * y / scale)``."""
     xp.multiply(dy, y, out=tmp)
     tmp /= scale
-    if region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
-        window_sum(xp, tmp, size, 1, tmp2)
-        coefficient = 2.0 * alpha * beta / size
-    else:
-        window_sum(xp, tmp, size, 2, tmp2)
-        window_sum(xp, tmp2, size, 3, tmp)
-        tmp2[...] = tmp
-        coefficient = 2.0 * alpha * beta / (size * size)
-    tmp2 *= x
+    window_sum(xp, tmp, size, 2, tmp2)
+    window_sum(xp, tmp2, size, 3, tmp)
+    xp.multiply(tmp, x, out=tmp2)
+    coefficient = 2.0 * alpha * beta / (size * size)
     tmp2 *= coefficient
     xp.power(scale, -beta, out=tmp)
     xp.multiply(dy, tmp, out=dx)
@@ -95,8 +86,6 @@ class LRNLayer(Layer):
             caffe_pb2.LRNParameter.WITHIN_CHANNEL,
         ):
             raise self.error(f"unknown norm_region {self.region}")
-        within = self.region == caffe_pb2.LRNParameter.WITHIN_CHANNEL
-        self.constant = 1.0 if within else self.k
 
     def reshape(self, bottom, top):
         if bottom[0].num_axes != 4:
@@ -117,26 +106,30 @@ class LRNLayer(Layer):
             self._tmp2 = xp.empty(shape, dtype=dtype)
 
     def forward(self, bottom, top):
-        x = bottom[0].data
-        lrn_scale(
-            self.xp, x, self.size, self.alpha, self.constant, self.region, self.scale, self._tmp
-        )
-        lrn_forward(self.xp, x, top[0].data, self.scale, self.beta)
+        x, y = bottom[0].data, top[0].data
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+            kernels.lrn_across_forward(x, y, self.scale, self.size, self.alpha, self.beta, self.k)
+            return
+        within_scale(self.xp, x, self.size, self.alpha, self.scale, self._tmp)
+        within_forward(self.xp, x, y, self.scale, self.beta)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        lrn_backward(
+        x, y, dy, dx = bottom[0].data, top[0].data, top[0].diff, bottom[0].diff
+        if self.region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
+            kernels.lrn_across_backward(x, y, dy, dx, self.scale, self.size, self.alpha, self.beta)
+            return
+        within_backward(
             self.xp,
-            bottom[0].data,
-            top[0].data,
-            top[0].diff,
-            bottom[0].diff,
+            x,
+            y,
+            dy,
+            dx,
             self.scale,
             self.size,
             self.alpha,
             self.beta,
-            self.region,
             self._tmp,
             self._tmp2,
         )

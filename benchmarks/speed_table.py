@@ -33,7 +33,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ZOO = {
     "CaffeNet": "bvlc_reference_caffenet",
     "GoogLeNet": "bvlc_googlenet",
@@ -59,7 +61,7 @@ def worker(impl: str, case: str, iterations: int, threads: int, weights=None) ->
     env = dict(os.environ)
     for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         env.pop(name, None)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         env[name] = str(threads)
     command = [sys.executable, str(HERE / "speed_worker.py"), impl, case, str(iterations)]
     if weights:
@@ -227,7 +229,13 @@ def main(argv=None) -> None:
     if args.full_run:
         print("\n| full lenet_solver run (10,000 iterations, 21 tests) | caffelite | PyTorch |")
         print("| --- | ---: | ---: |")
-        ours = worker("caffelite", "lenet_full", 0, args.threads)
+        from lenet_full_run import run
+
+        os.environ.update({name: str(args.threads) for name in THREAD_VARIABLES})
+        full = run("models/lenet/lenet_solver.prototxt")
+        accuracy = full["accuracies"][max(full["accuracies"])] if full["accuracies"] else None
+        ours = {"wall_s": full["wall_s"], "final_accuracy": accuracy}
+        print(f"peak RSS of the caffelite run: {full['peak_rss_mib']:.1f} MiB", file=sys.stderr)
         theirs = worker("torch", "lenet_full", 0, args.threads) if has_torch else None
         print(
             f"| wall time (s) | {ours['wall_s']:.0f} | "
@@ -237,6 +245,7 @@ def main(argv=None) -> None:
             f"| final test accuracy | {ours['final_accuracy']} | "
             + (f"{theirs['final_accuracy']} |" if theirs else " |")
         )
+        print(f"| peak resident memory (MiB; Caffe's: 121.5) | {ours['rss']:.1f} | |")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ update with lenet_solver's settings, batch 64, real MNIST batches in order),
 ``lenet_test`` (TEST forward, batch 100, real MNIST test batches in order),
 ``NET:forward:BATCH`` or ``NET:backward:BATCH`` (a models/NET/deploy.prototxt with the
 weights in the WEIGHTS .caffemodel, on a fixed seeded input; "backward" is forward +
-backward), or ``lenet_full`` (the whole 10,000-iteration lenet_solver schedule with its
-21 test passes; caffelite runs it with ``caffelite train``). Times are milliseconds.
+backward), or ``lenet_full`` (PyTorch only: the whole 10,000-iteration lenet_solver
+schedule with its 21 test passes; caffelite's is benchmarks/lenet_full_run.py). Times are
+milliseconds.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -274,28 +274,6 @@ def opencv_zoo(net_name, mode, batch, iterations, weights) -> list[float]:
 
 
 # ---- the full LeNet run -------------------------------------------------------------------
-def caffelite_lenet_full(_iterations=None, _weights=None) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "caffelite",
-        "train",
-        "--solver",
-        "models/lenet/lenet_solver.prototxt",
-        "--progress",
-        "off",
-    ]
-    start = time.perf_counter()
-    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - start
-    accuracies = [
-        float(line.rsplit("=", 1)[1])
-        for line in out.stderr.splitlines() + out.stdout.splitlines()
-        if "accuracy =" in line
-    ]
-    return {"wall_s": wall, "final_accuracy": accuracies[-1] if accuracies else None}
-
-
 def torch_lenet_full(_iterations=None, _weights=None) -> dict:
     import torch
 

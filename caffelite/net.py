@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from caffelite import fold
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
@@ -79,6 +80,9 @@ class Net(PycaffeNetMixin):
         }
         self.name = param.name
         self.phase = param.state.phase
+        self.folding = True  # fold BatchNorm/Scale/ReLU into Convolution in TEST passes
+        self._fold_plan = None
+        self._forward_was_folded = False
         self.param = insert_splits(filter_net(param, param.state))
         self.layers = []
         self._layer_names = []
@@ -389,12 +393,34 @@ class Net(PycaffeNetMixin):
         self._run_callbacks("after_backward", layer_id)
 
     def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
-        """Run layers ``start..end`` (inclusive); return the weighted loss."""
+        """Run layers ``start..end`` (inclusive); return the weighted loss.
+
+        A whole TEST pass runs with BatchNorm/Scale/ReLU folded into the Convolution
+        before them where :mod:`caffelite.fold` finds it exact (``folding = False``
+        turns that off)."""
         end = len(self.layers) - 1 if end is None else end
+        self._forward_was_folded = False
+        if self.folding and start == 0 and end == len(self.layers) - 1:
+            folds = self._folds()
+            if folds:
+                self._forward_was_folded = True
+                return fold.forward(self, folds)
         return sum(self.forward_layer(layer_id) for layer_id in range(start, end + 1))
+
+    def _folds(self) -> dict:
+        if self._fold_plan is None:
+            self._fold_plan = fold.plan(self)
+        return self._fold_plan
 
     def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
         """Backpropagate through layers ``start`` down to ``end`` (inclusive)."""
+        if self._forward_was_folded:
+            # the folded layers kept nothing for backward: rerun the forward unfolded
+            folding, self.folding = self.folding, False
+            try:
+                self.forward_from_to()
+            finally:
+                self.folding = folding
         start = len(self.layers) - 1 if start is None else start
         for layer_id in range(start, end - 1, -1):
             self.backward_layer(layer_id)

@@ -85,3 +85,10 @@ def lrn_across_forward(x, y, scale, size: int, alpha: float, beta: float, k: flo
 def lrn_across_backward(x, y, dy, dx, scale, size: int, alpha: float, beta: float):
     """``dx = dy * scale^-beta - 2 alpha beta / size * x * window_sum(dy * y / scale)``."""
     implementation(x).lrn_across_backward(x, y, dy, dx, scale, size, alpha, beta)
+
+
+# ---- elementwise -------------------------------------------------------------------------
+def channel_affine(y, scale, shift, relu: bool, negative_slope: float):
+    """In place on ``y`` ``(n, C, ...)``: ``y = y * scale[c] + shift[c]``, then, if
+    ``relu``, Caffe's (leaky) ReLU: one pass for a folded Convolution's epilogue."""
+    implementation(y).channel_affine(y, scale, shift, relu, negative_slope)

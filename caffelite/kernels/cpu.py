@@ -315,3 +315,23 @@ def _lrn_across_backward(x, y, dy, dx, scale, size, coefficient, beta):
             for other in range(max(ch - pad, 0), min(ch + pad + 1, c)):
                 for p in range(pixels):
                     out[p] -= coefficient * xs[b, ch, p] * ratio[other, p]
+
+
+# ---- elementwise -------------------------------------------------------------------------
+def channel_affine(y, scale, shift, relu, negative_slope):
+    _channel_affine(y, scale, shift, relu, y.dtype.type(negative_slope))
+
+
+@_jit
+def _channel_affine(y, scale, shift, relu, negative_slope):
+    n, c = y.shape[0], y.shape[1]
+    pixels = y.size // max(n * c, 1)
+    planes = y.reshape(n * c, pixels)
+    for plane in prange(n * c):
+        row = planes[plane]
+        a, b = scale[plane % c], shift[plane % c]
+        for p in range(pixels):
+            value = row[p] * a + b
+            if relu and value < 0:
+                value *= negative_slope
+            row[p] = value

@@ -286,6 +286,10 @@ class _ConvolutionBase(Layer):
 class ConvolutionLayer(_ConvolutionBase):
     """Caffe's Convolution: ``top = W * bottom + b`` over 2-D windows, with groups."""
 
+    #: Set by the Net while it runs a TEST forward with the layers after this one
+    #: folded in (see caffelite.fold): applied to each top after the GEMM.
+    epilogue = None
+
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
         # Backward reuses the forward's columns when the batch was one chunk and a
@@ -299,6 +303,8 @@ class ConvolutionLayer(_ConvolutionBase):
                 self._conv_forward(cols, y[start:stop], bias)
             if keep:
                 self._cols[i] = cols
+            if self.epilogue is not None:
+                self.epilogue.apply(top_blob.data)
 
     def backward(self, top, propagate_down, bottom):
         want_weights = self.param_propagate_down[0]

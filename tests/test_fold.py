@@ -1,0 +1,111 @@
+"""TEST-phase folding: a folded net equals the unfolded one to float32 rounding."""
+
+import numpy as np
+
+from caffelite.layer import TEST, TRAIN
+from caffelite.net import Net
+from caffelite.proto import caffe_pb2
+from caffelite.prototxt import parse_text
+
+CHAIN = """
+name: "folds"
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 2 dim: 3 dim: 9 dim: 8 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 stride: 2
+    weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1"
+  scale_param { bias_term: true filler { type: "gaussian" std: 1 }
+    bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" relu_param { negative_slope: 0.1 } }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 5 kernel_size: 1 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "conv3" type: "Convolution" bottom: "conv2" top: "conv3"
+  convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn3" type: "BatchNorm" bottom: "conv3" top: "bn3" }
+"""
+
+
+def make_net(phase=TEST, text=CHAIN):
+    param = parse_text(text, caffe_pb2.NetParameter())
+    net = Net(param, phase)
+    rng = np.random.default_rng(0)
+    for name in ("bn1", "bn3"):
+        mean, var, factor = net.params[name]
+        factor.data[...] = 2.0
+        mean.data[...] = rng.standard_normal(mean.shape) * 2.0
+        var.data[...] = rng.random(var.shape) * 2.0 + 0.5
+    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+    return net
+
+
+def plain_forward(net):
+    folding, net.folding = net.folding, False
+    try:
+        net.forward()
+    finally:
+        net.folding = folding
+    return {name: blob.data.copy() for name, blob in net.blobs.items()}
+
+
+def test_folded_forward_equals_the_unfolded_one():
+    net = make_net()
+    expected = plain_forward(net)
+    net.forward()
+    assert net._forward_was_folded
+    for name, blob in net.blobs.items():
+        np.testing.assert_allclose(blob.data, expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    assert np.abs(expected["conv1"]).max() > 0.5  # the chain did something
+
+
+def test_which_layers_fold():
+    net = make_net()
+    folds = net._folds()
+    names = net._layer_names
+    assert {names[c]: [names[i] for i in e.layer_ids] for c, e in folds.items()} == {
+        "conv1": ["bn1", "scale1", "relu1"],
+        "conv2": ["relu2"],
+    }  # bn3 writes a new blob: not folded, so "conv3" stays readable
+
+
+def test_folded_layers_do_not_run(monkeypatch):
+    net = make_net()
+    calls = []
+    bn = net.layer_dict["bn1"]
+    monkeypatch.setattr(bn, "forward", lambda *a: calls.append("bn1"))
+    net.forward()
+    assert calls == []
+    net.forward(end="relu2")  # a partial forward runs every layer
+    assert calls == ["bn1"]
+
+
+def test_weights_edited_after_the_first_forward_are_used():
+    net = make_net()
+    net.forward()
+    net.params["scale1"][0].data[...] *= -1.0
+    net.params["conv1"][1].data[...] += 0.25
+    expected = plain_forward(net)["conv3"]
+    net.forward()
+    np.testing.assert_allclose(net.blobs["conv3"].data, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_backward_after_a_folded_forward_matches_the_unfolded_gradients():
+    text = CHAIN.replace('name: "folds"', 'name: "folds"\nforce_backward: true')
+    net = make_net(text=text)
+    seed = np.random.default_rng(1).standard_normal(net.blobs["bn3"].shape)
+    plain_forward(net)
+    net.blobs["bn3"].diff[...] = seed
+    net.folding = False
+    net.backward()
+    expected = net.blobs["data"].diff.copy()
+    net.folding = True
+    net.forward()
+    net.blobs["bn3"].diff[...] = seed
+    net.backward()
+    np.testing.assert_allclose(net.blobs["data"].diff, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_train_nets_never_fold():
+    assert make_net(TRAIN)._folds() == {}

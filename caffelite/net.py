@@ -397,10 +397,11 @@ class Net(PycaffeNetMixin):
 
         A whole TEST pass runs with BatchNorm/Scale/ReLU folded into the Convolution
         before them where :mod:`caffelite.fold` finds it exact (``folding = False``
-        turns that off)."""
+        turns that off; so do per-layer forward hooks, which must see every layer)."""
         end = len(self.layers) - 1 if end is None else end
         self._forward_was_folded = False
-        if self.folding and start == 0 and end == len(self.layers) - 1:
+        hooked = self._layer_callbacks["before_forward"] or self._layer_callbacks["after_forward"]
+        if self.folding and not hooked and start == 0 and end == len(self.layers) - 1:
             folds = self._folds()
             if folds:
                 self._forward_was_folded = True

@@ -16,7 +16,8 @@ SIGINT/SIGHUP request (so one signal, to any rank, stops or snapshots the whole 
 the same iteration) and its iteration number (ranks that drift apart are an error).
 A rank that waits longer than ``timeout`` seconds for the others names the ranks that
 have not reached this iteration and aborts the job (MPI_Abort), so a dead or hung rank
-never leaves the others waiting forever.
+never leaves the others waiting forever; iterations that follow rank 0's tests and
+periodic snapshots have no deadline, as those may take long.
 """
 
 from __future__ import annotations
@@ -203,9 +204,18 @@ class MPIGradientReducer:
             self._job_action = SolverAction.SNAPSHOT
 
     # ---- failures ------------------------------------------------------------------------
+    def _root_was_busy(self) -> bool:
+        """Whether rank 0 tested or snapshotted just before this iteration's reduction:
+        the others wait for it then, however long that takes (no deadline)."""
+        p, iteration = self.solver.param, self.solver.iter
+        tested = bool(p.test_interval and len(p.test_iter)) and iteration % p.test_interval == 0
+        tested = tested and (iteration > 0 or p.test_initialization)
+        return tested or bool(p.snapshot and iteration and iteration % p.snapshot == 0)
+
     def _wait(self, requests) -> None:
         MPI = self.MPI
-        deadline = time.perf_counter() + self.timeout
+        timeout = float("inf") if self._root_was_busy() else self.timeout
+        deadline = time.perf_counter() + timeout
         tokens = self._post_tokens()
         while not MPI.Request.Testall(requests):
             if time.perf_counter() > deadline:

@@ -74,3 +74,22 @@ def test_a_solver_built_for_another_place_in_the_job_is_refused(as_solver):
     solver = sn.make_solver(caffe.SGDSolver)
     with pytest.raises(CaffeliteError, match="rank 0 of 1 in MPI, but the solver was built as"):
         MPIGradientReducer(solver, MPI.COMM_SELF)
+
+
+def test_no_deadline_while_rank_0_tests_or_snapshots(tmp_path):
+    from mpi4py import MPI
+
+    from caffelite.parallel.mpi import MPIGradientReducer
+
+    param = sn.solver_param(
+        f'test_interval: 10 snapshot: 4 test_initialization: false snapshot_prefix: "{tmp_path}/s"'
+    )
+    param.test_iter.append(1)
+    param.test_net_param.add().CopyFrom(param.net_param)
+    solver = caffe.SGDSolver(param)
+    reducer = MPIGradientReducer(solver, MPI.COMM_SELF)
+    busy = []
+    for iteration in range(13):
+        solver.iter = iteration
+        busy.append(reducer._root_was_busy())
+    assert [i for i, b in enumerate(busy) if b] == [4, 8, 10, 12]

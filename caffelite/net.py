@@ -15,6 +15,7 @@ import numpy as np
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
+from caffelite.limits import SizeLimitError, check_net_memory, name_blob
 from caffelite.net_state import filter_net
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
 from caffelite.splits import insert_splits
@@ -141,7 +142,10 @@ class Net:
             self.top_ids.append(tops)
             self.top_vecs.append([self._blobs[i] for i in tops])
 
-            layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            try:
+                layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            except SizeLimitError as exc:
+                raise name_blob(exc, layer, self._named_tops(layer_id)) from None
             for j, blob_id in enumerate(tops):
                 if layer.loss_weights[j]:
                     self.blob_loss_weight_list[blob_id] = layer.loss_weights[j]
@@ -162,6 +166,7 @@ class Net:
         self.output_ids = [blob_ids[name] for name in sorted(available)]
         self._init_params()
         self.blobs = OrderedDict(zip(self._blob_names, self._blobs, strict=True))
+        check_net_memory(self)
 
     def _prune_backward(self, blob_need_backward: list[bool]) -> None:
         """Skip backward where nothing below feeds a loss, or nothing needs a gradient."""
@@ -316,6 +321,10 @@ class Net:
             for name, ids in zip(self._layer_names, self.bottom_ids, strict=True)
         )
 
+    def _named_tops(self, layer_id: int) -> dict[str, Blob]:
+        names = self.param.layer[layer_id].top
+        return dict(zip(names, self.top_vecs[layer_id], strict=True))
+
     def _first_layer_by_name(self) -> dict:
         """Caffe allows repeated layer names; weights go to the first layer of a name."""
         first: dict = {}
@@ -334,8 +343,11 @@ class Net:
         """Reshape and run one layer; its weighted loss."""
         layer, top = self.layers[layer_id], self.top_vecs[layer_id]
         bottom = self.bottom_vecs[layer_id]
-        layer.reshape(bottom, top)
-        layer.forward(bottom, top)
+        try:
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+        except SizeLimitError as exc:
+            raise name_blob(exc, layer, self._named_tops(layer_id)) from None
         return sum(
             weight * float(top[j].data.sum())
             for j, weight in enumerate(layer.loss_weights)

@@ -8,6 +8,7 @@ from caffelite.backend import set_device, set_mode_cpu, set_mode_gpu
 from caffelite.blob import Blob
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
+from caffelite.limits import set_memory_limit
 from caffelite.net import Net
 from caffelite.net_spec import NetSpec, params, to_proto
 from caffelite.parallel import (
@@ -56,6 +57,7 @@ __all__ = [
     "params",
     "register_layer",
     "set_device",
+    "set_memory_limit",
     "set_mode_cpu",
     "set_mode_gpu",
     "set_multiprocess",

@@ -59,7 +59,11 @@ class Net:
             del state.stage[:]
             state.stage.extend(stages)
         self._source = str(model) if not hasattr(model, "DESCRIPTOR") else param.name
-        self._init(param)
+        try:
+            self._init(param)
+        except BaseException:
+            self.close()  # a net that failed to build leaves no reader threads behind
+            raise
         if weights is not None:
             self.copy_from(weights)
 
@@ -477,6 +481,13 @@ class Net:
                     chunk = np.concatenate([chunk, pad])
                 batch[name] = chunk
             yield batch, min(size, count - start)
+
+    def close(self) -> None:
+        """Stop the layers' reader threads and close their files (Data, HDF5Output)."""
+        for layer in getattr(self, "layers", []):
+            close = getattr(layer, "close", None)
+            if close is not None:
+                close()
 
     def reshape(self) -> None:
         for layer_id, layer in enumerate(self.layers):

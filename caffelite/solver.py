@@ -39,6 +39,7 @@ from caffelite.lr_policy import learning_rate
 from caffelite.net import Net, load_net_param
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
 from caffelite.signal_handler import SolverAction, parse_action
+from caffelite.solver_checks import check_solver_numbers
 
 logger = logging.getLogger("caffelite")
 
@@ -224,6 +225,7 @@ class Solver:
     # ---- parameter checks ------------------------------------------------------
     def _check_param(self) -> None:
         p = self.param
+        check_solver_numbers(p, str(self._source or "solver"))
         if p.average_loss < 1:
             raise CaffeliteError(f"average_loss must be at least 1, got {p.average_loss}")
         if p.iter_size < 1:

@@ -40,7 +40,9 @@ def make_cases(text: str, count: int, seed: int) -> list[dict[int, str]]:
     cases = list(singles)
     while len(cases) < count:
         i, j = rng.sample(range(spans), 2)
-        cases.append({i: rng.choice(fuzz_targets.ODD_VALUES), j: rng.choice(fuzz_targets.ODD_VALUES)})
+        cases.append(
+            {i: rng.choice(fuzz_targets.ODD_VALUES), j: rng.choice(fuzz_targets.ODD_VALUES)}
+        )
     return cases
 
 

@@ -18,10 +18,13 @@ import threading
 import weakref
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
+from caffelite import limits
 from caffelite.data_transformer import DataTransformer
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
+from caffelite.lmdb_integrity import check_not_truncated
 from caffelite.parallel.world import record_share
 from caffelite.proto import caffe_pb2
 from caffelite.rng import get_rng
@@ -47,11 +50,17 @@ def _open_env(path: str):
     import lmdb
 
     try:
-        return lmdb.open(
+        env = lmdb.open(
             path, readonly=True, lock=False, subdir=os.path.isdir(path), max_readers=512
         )
     except lmdb.Error as exc:
         raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
+    try:
+        check_not_truncated(env, path)
+    except BaseException:
+        env.close()
+        raise
+    return env
 
 
 def _acquire_env(path: str):
@@ -95,9 +104,19 @@ def _remap_env(key: str, path: str, env):
 # ---- reading Datum records ---------------------------------------------------------------
 
 
+def _parse_datum(value: bytes, key: bytes, source: str):
+    try:
+        return caffe_pb2.Datum.FromString(value)
+    except DecodeError:
+        raise CaffeliteError(
+            f"{source}: record {key!r} is not a Datum ({len(value)} bytes that do not parse); "
+            "the database is damaged, or was written by another tool"
+        ) from None
+
+
 def _decode_batch(values: list[bytes], keys: list[bytes], source: str):
     """Raw values -> (images (N, C, H, W) uint8 or float32, labels (N,) float32)."""
-    datums = [caffe_pb2.Datum.FromString(v) for v in values]
+    datums = [_parse_datum(value, key, source) for value, key in zip(values, keys, strict=True)]
     first = datums[0]
     shape = (first.channels, first.height, first.width)
     count = shape[0] * shape[1] * shape[2]
@@ -201,6 +220,8 @@ class _Prefetcher:
                     for _ in range(self.stride):
                         if not cursor.next():
                             cursor.first()
+                    if self.stop.is_set():  # a huge batch must not delay close()
+                        return
                 since_remap += self.batch_size * self.stride
                 if since_remap >= REMAP_EVERY_RECORDS:
                     since_remap = 0
@@ -208,6 +229,7 @@ class _Prefetcher:
                 images, labels = _decode_batch(values, keys, self.source)
                 shape = self.transformer.infer_blob_shape(images.shape)
                 if batch.data.shape != shape:
+                    limits.check_allocation(shape, 4, "a prefetched batch")
                     batch.data = np.empty(shape, dtype=np.float32)
                 self.transformer.transform(images, out=batch.data, rng=self.rng)
                 batch.label = labels

@@ -30,6 +30,7 @@ from caffelite.solvers import (
     RMSPropSolver,
     SGDSolver,
 )
+from caffelite.trust import set_allow_python_layers
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,7 @@ __all__ = [
     "layers",
     "params",
     "register_layer",
+    "set_allow_python_layers",
     "set_device",
     "set_memory_limit",
     "set_mode_cpu",

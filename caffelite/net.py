@@ -19,6 +19,7 @@ from caffelite.limits import SizeLimitError, check_net_memory, name_blob
 from caffelite.net_state import filter_net
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
 from caffelite.splits import insert_splits
+from caffelite.trust import check_python_layers
 from caffelite.upgrade import upgrade_net
 
 
@@ -42,9 +43,19 @@ class Net:
 
     ``Net(model, phase, weights=None, stages=None, level=0)`` or the legacy
     ``Net(model, weights, phase)``. ``model`` is a prototxt path or a NetParameter.
+    ``allow_python_layers=False`` refuses ``Python`` layers (see caffelite.trust).
     """
 
-    def __init__(self, model, phase=None, weights=None, stages=None, level=0, *legacy):
+    def __init__(
+        self,
+        model,
+        phase=None,
+        weights=None,
+        stages=None,
+        level=0,
+        *legacy,
+        allow_python_layers: bool | None = None,
+    ):
         if isinstance(phase, (str, Path)):  # legacy pycaffe: Net(model, weights, phase)
             weights, phase = phase, weights
         if legacy:
@@ -52,6 +63,8 @@ class Net:
         if phase not in (TRAIN, TEST):
             raise CaffeliteError(f"Net phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
         param = load_net_param(model)
+        where = str(model) if isinstance(model, (str, Path)) else f"net {param.name!r}"
+        check_python_layers(param, allow_python_layers, where)
         state = param.state
         state.phase = phase
         state.level = level

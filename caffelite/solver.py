@@ -33,6 +33,7 @@ from google.protobuf import text_format
 
 from caffelite import backend, parallel, rng
 from caffelite.blob import Blob, proto_shape, shapes_match
+from caffelite.diagnose import on_non_finite_loss
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
 from caffelite.lr_policy import learning_rate
@@ -180,6 +181,8 @@ class Solver:
     type = ""
     #: How many history blobs the update rule keeps per learnable parameter.
     history_per_param = 1
+    #: A NaN or infinite loss: "stop" (raise, naming the layer) or "continue" (Caffe's).
+    on_non_finite = "stop"
 
     def __new__(cls, param=None, *args, **kwargs):
         if cls is Solver:
@@ -441,6 +444,8 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
             loss /= p.iter_size
+            if not math.isfinite(loss):  # the one per-iteration check: a float
+                on_non_finite_loss(self, loss)
             self._update_smoothed_loss(loss, start_iter, average_loss)
             if display:
                 self._display_train()

@@ -302,39 +302,41 @@ def load_mnist_csv(payload: bytes) -> None:
     read_mnist_csv(str(_write(_scratch(), "mnist.csv", payload)), rows=3, cols=3)
 
 
-def load_hdf5_data(payload: bytes) -> None:
-    """An HDF5Data source file: set up the layer on it and serve two batches."""
+def _list_fed_net(payload: bytes, name: str, list_entry: str, layer: str):
+    """A TEST net of one data layer reading a list file that names ``payload`` (saved as
+    ``name``); ``layer`` is the layer's prototxt with ``{list}`` for the list's path."""
     from caffelite.net import Net
 
     directory = _scratch()
-    data = _write(directory, "data.h5", payload)
-    _write(directory, "list.txt", f"{data}\n".encode())
-    net = _write(
-        directory,
-        "net.prototxt",
-        f'layer {{ name: "d" type: "HDF5Data" top: "data" top: "label" '
-        f'hdf5_data_param {{ source: "{directory}/list.txt" batch_size: 3 }} }}'.encode(),
+    data = _write(directory, name, payload)
+    listing = _write(directory, "list.txt", f"{data}{list_entry}\n".encode())
+    net = _write(directory, "net.prototxt", layer.replace("{list}", str(listing)).encode())
+    return Net(str(net), 1)
+
+
+def load_hdf5_data(payload: bytes) -> None:
+    """An HDF5Data source file: set up the layer on it and serve two batches."""
+    net = _list_fed_net(
+        payload,
+        "data.h5",
+        "",
+        'layer { name: "d" type: "HDF5Data" top: "data" top: "label" '
+        'hdf5_data_param { source: "{list}" batch_size: 3 } }',
     )
-    built = Net(str(net), 1)
-    built.forward()
-    built.forward()
+    net.forward()
+    net.forward()
 
 
 def load_image(payload: bytes) -> None:
     """An image file as ImageData reads it (decoded and resized to 8x8)."""
-    from caffelite.net import Net
-
-    directory = _scratch()
-    image = _write(directory, "image.png", payload)
-    _write(directory, "list.txt", f"{image} 1\n".encode())
-    net = _write(
-        directory,
-        "net.prototxt",
-        f'layer {{ name: "d" type: "ImageData" top: "data" top: "label" '
-        f'image_data_param {{ source: "{directory}/list.txt" batch_size: 1 '
-        f"new_height: 8 new_width: 8 }} }}".encode(),
+    net = _list_fed_net(
+        payload,
+        "image.png",
+        " 1",
+        'layer { name: "d" type: "ImageData" top: "data" top: "label" '
+        'image_data_param { source: "{list}" batch_size: 1 new_height: 8 new_width: 8 } }',
     )
-    Net(str(net), 1).forward()
+    net.forward()
 
 
 #: name -> (target, seed factory, whether the seed is text).

@@ -45,6 +45,11 @@ def main(argv=None) -> None:
         def on_start(self):
             if solver.iter % args.every == 0:
                 curve.append((solver.iter, rss_mib(), time.perf_counter() - started))
+                iteration, rss, elapsed = curve[-1]
+                print(
+                    f"progress: iteration {iteration}, RSS {rss:.1f} MiB, {elapsed:.0f} s",
+                    flush=True,
+                )
 
         def on_gradients_ready(self):
             pass

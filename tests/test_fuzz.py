@@ -56,3 +56,25 @@ def test_a_violation_is_reported():
 
     with pytest.raises(fuzz_targets.PropertyViolation, match="ValueError: numpy said no"):
         fuzz_targets.check_target(loader, b"")
+
+
+def test_lenet_training_net_with_odd_numbers(tmp_path):
+    """A sample of issue 14's experiment (tools/mutate_lenet.py runs all 300): LeNet's
+    training net with one field set to 0, -1, 2^20, 2^31-1, nan or inf, built and run
+    forward and backward, loads or raises CaffeliteError."""
+    import random
+
+    text = fuzz_targets.lenet_train_text(fuzz_targets.make_lmdb(tmp_path))
+    spans = fuzz_targets.numeric_spans(text)
+    assert len(spans) == 24
+    rng = random.Random(14)
+    # the sizes: the values that broke it (a case that runs costs a LeNet pass)
+    cases = [(i, v) for i in range(len(spans)) for v in ("1048576", "2147483647")]
+    outcomes = [
+        fuzz_targets.check_target(
+            lambda t: fuzz_targets.run_net_text(t, tmp_path),
+            fuzz_targets.set_numbers(text, {index: value}),
+        )
+        for index, value in rng.sample(cases, 6)
+    ]
+    assert outcomes.count("error") >= 2

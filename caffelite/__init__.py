@@ -10,6 +10,7 @@ from caffelite.classifier import Classifier
 from caffelite.detector import Detector
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, Layer, layer_type_list, register_layer
+from caffelite.limits import set_memory_limit
 from caffelite.logging_setup import init_log, log
 from caffelite.net import Net
 from caffelite.net_spec import NetSpec, params, to_proto
@@ -33,6 +34,7 @@ from caffelite.solvers import (
     SGDSolver,
 )
 from caffelite.timer import Timer
+from caffelite.trust import set_allow_python_layers
 
 __version__ = "0.1.0"
 
@@ -64,7 +66,9 @@ __all__ = [
     "log",
     "params",
     "register_layer",
+    "set_allow_python_layers",
     "set_device",
+    "set_memory_limit",
     "set_mode_cpu",
     "set_mode_gpu",
     "set_multiprocess",

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import numpy
 
-from caffelite import backend
+from caffelite import backend, limits
 from caffelite.errors import CaffeliteError
 
 MAX_BLOB_AXES = 32
@@ -95,10 +95,15 @@ class Blob:
         """Change the shape; memory is reused when the new size fits the old buffer."""
         shape = _as_shape(shape)
         count = math.prod(shape)
-        self._shape = shape
         if self._data_buf is None or self._data_buf.size < count:
+            try:
+                limits.check_allocation(shape, self.dtype.itemsize)
+            except limits.SizeLimitError as exc:
+                exc.blob = self  # the Net names the layer and the blob
+                raise
             self._data_buf = backend.xp().zeros(max(count, 1), dtype=self.dtype)
             self._diff_buf = None
+        self._shape = shape
         self._data = self._data_buf[:count].reshape(shape)
         if self._diff_buf is not None and self._diff_buf.size < count:
             self._diff_buf = None

@@ -51,6 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         train,
+        "sigterm_effect",
+        default="stop",
+        choices=["stop", "snapshot", "none"],
+        help="on SIGTERM (what cluster schedulers send before killing a job): snapshot and "
+        "stop (default)",
+    )
+    _add(
+        train,
+        "on_nonfinite",
+        default="stop",
+        choices=["stop", "continue"],
+        help="when the loss becomes NaN or inf: stop, naming the layer, leaving the last "
+        "snapshot as it was (default); or continue, as Caffe does",
+    )
+    _add(
+        train,
         "progress",
         choices=["auto", "on", "off"],
         default="auto",
@@ -66,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add(timer, "model", required=True, help="net prototxt")
     _add(timer, "iterations", type=_positive_int, default=50, help="iterations to average over")
     _add(timer, "phase", choices=["TRAIN", "TEST"], default="TRAIN")
+    for command in (train, test, timer):
+        _add(
+            command,
+            "no_python_layers",
+            action="store_true",
+            help="refuse nets with Python layers (which run code from the module they "
+            "name): for prototxts from sources you do not trust",
+        )
     return parser
 
 
@@ -74,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure()
     args = build_parser().parse_args(argv)
+    if args.no_python_layers:
+        from caffelite.trust import set_allow_python_layers
+
+        set_allow_python_layers(False)
     try:
         return {"train": _train, "test": _test, "time": _time}[args.command](args)
     except CaffeliteError as exc:
@@ -89,12 +117,13 @@ def _train(args) -> int:
 
     job = DataParallelJob.from_environment()  # under mpirun -np N: one rank of N
     solver = get_solver(args.solver)
+    solver.on_non_finite = args.on_nonfinite
     if args.weights:
         solver.load_weights(args.weights)
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
     show = show and (job is None or job.is_root)
     started = time.perf_counter()
-    with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
+    with SignalHandler(args.sigint_effect, args.sighup_effect, args.sigterm_effect) as signals:
         action = signals.get_requested_action
         solver.set_action_function(action if job is None else job.attach(solver, action))
         with ProgressBar(solver, enabled=show):

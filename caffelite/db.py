@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 
 from caffelite.errors import CaffeliteError
+from caffelite.lmdb_integrity import check_not_truncated
 
 LMDB, LEVELDB = "lmdb", "leveldb"
 BACKENDS = (LMDB, LEVELDB)
@@ -180,11 +181,17 @@ def open_env(path: str, backend=None):
     import lmdb
 
     try:
-        return lmdb.open(
+        env = lmdb.open(
             path, readonly=True, lock=False, subdir=os.path.isdir(path), max_readers=512
         )
     except lmdb.Error as exc:
         raise CaffeliteError(f"cannot open LMDB {path!r}: {exc}") from exc
+    try:
+        check_not_truncated(env, path)  # before a read past the file's end raises SIGBUS
+    except BaseException:
+        env.close()
+        raise
+    return env
 
 
 class LevelDBEnv:

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from caffelite import backend
+from caffelite import backend, limits
 from caffelite.errors import CaffeliteError
 from caffelite.rng import get_rng
 
@@ -101,5 +101,7 @@ def fill(blob, filler_param) -> None:
     kind = filler_param.type
     if kind not in FILLERS:
         raise CaffeliteError(f"unknown filler type {kind!r}; known: {', '.join(sorted(FILLERS))}")
+    # the values are drawn in float64 first: that buffer must fit as well
+    limits.check_allocation(blob.shape, 8, f"the float64 values of the {kind} filler")
     values = FILLERS[kind](filler_param, blob.shape, get_rng())
     blob.data[...] = backend.xp().asarray(values, dtype=blob.dtype)

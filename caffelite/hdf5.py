@@ -33,6 +33,7 @@ import numpy as np
 from caffelite import backend
 from caffelite.blob import Blob
 from caffelite.errors import CaffeliteError
+from caffelite.prototxt import write_error
 
 logger = logging.getLogger("caffelite")
 
@@ -53,15 +54,20 @@ def atomic_h5_file(path):
     """An h5py File open for writing on a temporary file renamed to ``path`` on success."""
     h5py = require_h5py()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
     os.close(fd)
     try:
         with h5py.File(temp, "w") as handle:
             yield handle
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # h5py reports a full disk as OSError too
+            raise write_error(path, exc) from None
         raise
 
 

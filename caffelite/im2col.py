@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy
 
-from caffelite import backend, kernels
+from caffelite import backend, kernels, limits
 
 BATCH_FIRST = "batch_first"
 BATCH_LAST = "batch_last"
@@ -155,6 +155,7 @@ class Workspace:
         key = (name, tuple(shape), str(dtype), value)
         buf = self._constant.get(key)
         if buf is None:
+            limits.check_allocation(shape, numpy.dtype(dtype).itemsize, f"work array {name!r}")
             buf = backend.xp().full(shape, value, dtype=dtype)
             self._constant[key] = buf
         return buf
@@ -169,6 +170,8 @@ def _grow(buffers: dict, key, shape: tuple[int, ...], dtype):
     size = math.prod(shape)
     buf = buffers.get(key)
     if buf is None or buf.dtype != dtype or buf.size < size:
+        label = key[0] if isinstance(key, tuple) else key
+        limits.check_allocation(shape, numpy.dtype(dtype).itemsize, f"work array {label!r}")
         buf = backend.xp().empty(max(size, 1), dtype=dtype)
         buffers[key] = buf
     return buf[:size].reshape(shape)

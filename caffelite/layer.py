@@ -25,6 +25,7 @@ from __future__ import annotations
 from caffelite import backend
 from caffelite.blob import Blob, shapes_match
 from caffelite.errors import CaffeliteError
+from caffelite.limits import SizeLimitError
 
 TRAIN = 0
 TEST = 1
@@ -34,7 +35,11 @@ class BlobVec(list):
     """``layer.blobs``: a list of Blobs with pycaffe's ``add_blob(*shape)``."""
 
     def add_blob(self, *shape) -> Blob:
-        blob = Blob(*shape)
+        try:
+            blob = Blob(*shape)
+        except SizeLimitError as exc:
+            exc.subject = f"parameter blob {len(self)}"
+            raise
         self.append(blob)
         return blob
 

@@ -16,10 +16,12 @@ from caffelite import fold
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
+from caffelite.limits import SizeLimitError, check_net_memory, name_blob
 from caffelite.net_pycaffe import PycaffeNetMixin
 from caffelite.net_state import filter_net
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
 from caffelite.splits import insert_splits
+from caffelite.trust import check_python_layers
 from caffelite.upgrade import upgrade_net
 
 
@@ -43,10 +45,20 @@ class Net(PycaffeNetMixin):
 
     ``Net(network_file, phase, weights=None, stages=None, level=0)`` (pycaffe's keywords)
     or the legacy ``Net(network_file, weights, phase)``. ``network_file`` is a prototxt
-    path or a NetParameter.
+    path or a NetParameter. ``allow_python_layers=False`` refuses ``Python`` layers (see
+    caffelite.trust).
     """
 
-    def __init__(self, network_file, phase=None, weights=None, stages=None, level=0, *legacy):
+    def __init__(
+        self,
+        network_file,
+        phase=None,
+        weights=None,
+        stages=None,
+        level=0,
+        *legacy,
+        allow_python_layers: bool | None = None,
+    ):
         model = network_file
         if isinstance(phase, (str, Path)):  # legacy pycaffe: Net(model, weights, phase)
             weights, phase = phase, weights
@@ -57,6 +69,8 @@ class Net(PycaffeNetMixin):
         if phase not in (TRAIN, TEST):
             raise CaffeliteError(f"Net phase must be caffe.TRAIN or caffe.TEST, got {phase!r}")
         param = load_net_param(model)
+        where = str(model) if isinstance(model, (str, Path)) else f"net {param.name!r}"
+        check_python_layers(param, allow_python_layers, where)
         state = param.state
         state.phase = phase
         state.level = level
@@ -64,7 +78,11 @@ class Net(PycaffeNetMixin):
             del state.stage[:]
             state.stage.extend(stages)
         self._source = str(model) if not hasattr(model, "DESCRIPTOR") else param.name
-        self._init(param)
+        try:
+            self._init(param)
+        except BaseException:
+            self.close()  # a net that failed to build leaves no reader threads behind
+            raise
         if weights is not None:
             self.copy_from(weights)
 
@@ -158,7 +176,10 @@ class Net(PycaffeNetMixin):
             self.top_ids.append(tops)
             self.top_vecs.append([self._blobs[i] for i in tops])
 
-            layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            try:
+                layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            except SizeLimitError as exc:
+                raise name_blob(exc, layer, self._named_tops(layer_id)) from None
             for j, blob_id in enumerate(tops):
                 if layer.loss_weights[j]:
                     self.blob_loss_weight_list[blob_id] = layer.loss_weights[j]
@@ -179,6 +200,7 @@ class Net(PycaffeNetMixin):
         self.output_ids = [blob_ids[name] for name in sorted(available)]
         self._init_params()
         self.blobs = OrderedDict(zip(self._blob_names, self._blobs, strict=True))
+        check_net_memory(self)
 
     def _prune_backward(self, blob_need_backward: list[bool]) -> None:
         """Skip backward where nothing below feeds a loss, or nothing needs a gradient."""
@@ -333,6 +355,10 @@ class Net(PycaffeNetMixin):
             for name, ids in zip(self._layer_names, self.bottom_ids, strict=True)
         )
 
+    def _named_tops(self, layer_id: int) -> dict[str, Blob]:
+        names = self.param.layer[layer_id].top
+        return dict(zip(names, self.top_vecs[layer_id], strict=True))
+
     def _first_layer_by_name(self) -> dict:
         """Caffe allows repeated layer names; weights go to the first layer of a name."""
         first: dict = {}
@@ -372,8 +398,11 @@ class Net(PycaffeNetMixin):
         layer, top = self.layers[layer_id], self.top_vecs[layer_id]
         bottom = self.bottom_vecs[layer_id]
         self._run_callbacks("before_forward", layer_id)
-        layer.reshape(bottom, top)
-        layer.forward(bottom, top)
+        try:
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+        except SizeLimitError as exc:
+            raise name_blob(exc, layer, self._named_tops(layer_id)) from None
         self._run_callbacks("after_forward", layer_id)
         return sum(
             weight * float(top[j].data.sum())
@@ -528,6 +557,13 @@ class Net(PycaffeNetMixin):
                     chunk = np.concatenate([chunk, pad])
                 batch[name] = chunk
             yield batch, min(size, count - start)
+
+    def close(self) -> None:
+        """Stop the layers' reader threads and close their files (Data, HDF5Output)."""
+        for layer in getattr(self, "layers", []):
+            close = getattr(layer, "close", None)
+            if close is not None:
+                close()
 
     def reshape(self) -> None:
         for layer_id, layer in enumerate(self.layers):

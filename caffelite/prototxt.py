@@ -75,18 +75,37 @@ def write_binary_atomic(path, message) -> None:
 
 
 def write_bytes_atomic(path, payload: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``.
+
+    A full disk or an I/O error on the way is a CaffeliteError; the temporary
+    file is removed and whatever ``path`` held before stays as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
+
+
+def write_error(path, exc: OSError) -> CaffeliteError:
+    """The error for a failed atomic write: what the system said, and what is kept."""
+    reason = exc.strerror or str(exc)
+    return CaffeliteError(
+        f"cannot write {path}: {reason}; nothing was left half-written "
+        "(any earlier file of that name is unchanged)"
+    )
 
 
 def write_text(path, message) -> None:

@@ -1,11 +1,13 @@
-"""Turning SIGINT / SIGHUP into solver actions (Caffe's SignalHandler).
+"""Turning SIGINT / SIGHUP / SIGTERM into solver actions (Caffe's SignalHandler).
 
 The handler only records that a signal arrived; the solver asks
 ``get_requested_action()`` once per iteration (and between test batches) and
 acts at a safe point: "snapshot" writes a snapshot and carries on, "stop"
 writes a snapshot and ends training cleanly, "none" ignores the signal.
 
-Caffe's CLI default is SIGINT -> stop, SIGHUP -> snapshot. A second SIGINT
+Caffe's CLI default is SIGINT -> stop, SIGHUP -> snapshot; SIGTERM, which cluster
+schedulers send before they kill a job, stops like SIGINT (Caffe let it kill the
+process, losing the work since the last snapshot). A second SIGINT
 while a stop is already under way raises KeyboardInterrupt, so a user whose
 training is stuck (say, in a slow data layer) can still quit.
 """
@@ -40,7 +42,7 @@ _SIGHUP = getattr(signal, "SIGHUP", None)  # absent on Windows
 
 
 class SignalHandler:
-    """Records SIGINT / SIGHUP while installed and maps them to solver actions.
+    """Records SIGINT / SIGHUP / SIGTERM while installed and maps them to solver actions.
 
     Use as a context manager (or ``install()`` / ``uninstall()``); the previous
     handlers come back on exit. Hand ``get_requested_action`` to the solver with
@@ -48,12 +50,17 @@ class SignalHandler:
     """
 
     def __init__(
-        self, sigint_action: str = SolverAction.STOP, sighup_action: str = SolverAction.SNAPSHOT
+        self,
+        sigint_action: str = SolverAction.STOP,
+        sighup_action: str = SolverAction.SNAPSHOT,
+        sigterm_action: str = SolverAction.STOP,
     ):
         self.sigint_action = parse_action(sigint_action)
         self.sighup_action = parse_action(sighup_action)
+        self.sigterm_action = parse_action(sigterm_action)
         self._got_sigint = False
         self._got_sighup = False
+        self._got_sigterm = False
         self._stopping = False
         self._previous: dict[int, object] | None = None
 
@@ -68,6 +75,7 @@ class SignalHandler:
         previous = {}
         try:
             previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+            previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
             if _SIGHUP is not None:
                 previous[_SIGHUP] = signal.signal(_SIGHUP, self._handle)
         except ValueError as exc:  # not the main thread
@@ -97,6 +105,9 @@ class SignalHandler:
         if signum == _SIGHUP:
             self._got_sighup = True
             return
+        if signum == signal.SIGTERM:  # a scheduler's warning: a second one changes nothing
+            self._got_sigterm = True
+            return
         if self.sigint_action == SolverAction.STOP:
             if self._stopping:
                 raise KeyboardInterrupt("second SIGINT while stopping")
@@ -115,4 +126,7 @@ class SignalHandler:
         if self._got_sigint:
             self._got_sigint = False
             return self.sigint_action
+        if self._got_sigterm:
+            self._got_sigterm = False
+            return self.sigterm_action
         return SolverAction.NONE

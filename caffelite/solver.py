@@ -33,12 +33,14 @@ from google.protobuf import text_format
 
 from caffelite import backend, parallel, rng
 from caffelite.blob import Blob, proto_shape, shapes_match
+from caffelite.diagnose import on_non_finite_loss
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
 from caffelite.lr_policy import learning_rate
 from caffelite.net import Net, load_net_param
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
 from caffelite.signal_handler import SolverAction, parse_action
+from caffelite.solver_checks import check_solver_numbers
 
 logger = logging.getLogger("caffelite")
 
@@ -179,6 +181,8 @@ class Solver:
     type = ""
     #: How many history blobs the update rule keeps per learnable parameter.
     history_per_param = 1
+    #: A NaN or infinite loss: "stop" (raise, naming the layer) or "continue" (Caffe's).
+    on_non_finite = "stop"
 
     def __new__(cls, param=None, *args, **kwargs):
         if cls is Solver:
@@ -224,6 +228,7 @@ class Solver:
     # ---- parameter checks ------------------------------------------------------
     def _check_param(self) -> None:
         p = self.param
+        check_solver_numbers(p, str(self._source or "solver"))
         if p.average_loss < 1:
             raise CaffeliteError(f"average_loss must be at least 1, got {p.average_loss}")
         if p.iter_size < 1:
@@ -439,6 +444,8 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
             loss /= p.iter_size
+            if not math.isfinite(loss):  # the one per-iteration check: a float
+                on_non_finite_loss(self, loss)
             self._update_smoothed_loss(loss, start_iter, average_loss)
             if display:
                 self._display_train()

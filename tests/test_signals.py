@@ -110,6 +110,17 @@ def test_sigint_ignored_with_action_none():
 
 
 @needs_sighup
+def test_sigterm_asks_to_stop_once_and_a_second_changes_nothing():
+    with SignalHandler() as handler:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert handler.get_requested_action() == SolverAction.STOP
+        assert handler.get_requested_action() == SolverAction.NONE
+    with SignalHandler(sigterm_action="snapshot") as handler:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert handler.get_requested_action() == SolverAction.SNAPSHOT
+
+
 def test_sighup_snapshots_and_training_continues(tmp_path):
     solver = sn.make_solver(SGDSolver, f"snapshot_prefix: '{tmp_path}/lsq'")
 
@@ -161,7 +172,9 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigint_snapshots_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_snapshots_and_exits_cleanly(tmp_path, signum):
+    """SIGTERM (a cluster scheduler's notice before it kills the job) stops like SIGINT."""
     prefix = tmp_path / "run"
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(repo=str(REPO), tests=str(TESTS), prefix=str(prefix)))
@@ -180,7 +193,7 @@ def test_sigint_snapshots_and_exits_cleanly(tmp_path):
                 break
         else:
             pytest.fail("training never started:\n" + "".join(seen))
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

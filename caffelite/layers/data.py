@@ -19,8 +19,9 @@ import threading
 import weakref
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
-from caffelite import db
+from caffelite import db, limits
 from caffelite.data_transformer import DataTransformer
 from caffelite.datum_codec import decode_datums
 from caffelite.errors import CaffeliteError
@@ -47,7 +48,7 @@ _envs_lock = threading.Lock()
 
 
 def _open_env(path: str):
-    return db.open_env(path)  # LMDB, or LevelDB behind py-lmdb's reading API
+    return db.open_env(path)  # LMDB (checked for truncation), or LevelDB behind py-lmdb's API
 
 
 def _acquire_env(path: str):
@@ -91,10 +92,20 @@ def _remap_env(key: str, path: str, env):
 # ---- reading Datum records ---------------------------------------------------------------
 
 
+def _parse_datum(value: bytes, key: bytes, source: str):
+    try:
+        return caffe_pb2.Datum.FromString(value)
+    except DecodeError:
+        raise CaffeliteError(
+            f"{source}: record {key!r} is not a Datum ({len(value)} bytes that do not parse); "
+            "the database is damaged, or was written by another tool"
+        ) from None
+
+
 def _decode_batch(values: list[bytes], keys: list[bytes], source: str, color=None):
     """Raw values -> (images (N, C, H, W) uint8 or float32, labels (N,) float32);
     encoded images are decoded as ``color`` says (DataTransformer.decode_color)."""
-    datums = [caffe_pb2.Datum.FromString(v) for v in values]
+    datums = [_parse_datum(value, key, source) for value, key in zip(values, keys, strict=True)]
     datums = decode_datums(datums, keys, source, color)
     first = datums[0]
     shape = (first.channels, first.height, first.width)
@@ -194,6 +205,8 @@ class _Prefetcher:
                     for _ in range(self.stride):
                         if not cursor.next():
                             cursor.first()
+                    if self.stop.is_set():  # a huge batch must not delay close()
+                        return
                 since_remap += self.batch_size * self.stride
                 if since_remap >= REMAP_EVERY_RECORDS:
                     since_remap = 0
@@ -203,6 +216,7 @@ class _Prefetcher:
                 )
                 shape = self.transformer.infer_blob_shape(images.shape)
                 if batch.data.shape != shape:
+                    limits.check_allocation(shape, 4, "a prefetched batch")
                     batch.data = np.empty(shape, dtype=np.float32)
                 self.transformer.transform(images, out=batch.data, rng=self.rng)
                 batch.label = labels

@@ -15,12 +15,13 @@ writes one batch and fails on the next; appending keeps every batch).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 
 import numpy as np
 
-from caffelite import backend
+from caffelite import backend, limits
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
 from caffelite.parallel.world import record_share
@@ -41,6 +42,21 @@ def read_source_list(source: str, what: str) -> list[str]:
     if not entries:
         raise CaffeliteError(f"{what}: source list {source!r} lists no files")
     return entries
+
+
+@contextlib.contextmanager
+def _corruption_named(layer, path: str, name: str):
+    """h5py's errors for a damaged file (a cut-short file reads as OSError, a broken
+    B-tree as RuntimeError...) as one CaffeliteError naming the file and dataset."""
+    try:
+        yield
+    except CaffeliteError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise layer.error(
+            f"HDF5 file {path!r}, dataset {name!r}: the file is damaged or cut short "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
 
 
 @register_layer("HDF5Data")
@@ -97,19 +113,8 @@ class HDF5DataLayer(Layer):
         arrays = []
         with handle:
             for name in self.dataset_names:
-                dataset = handle.get(name)
-                if not isinstance(dataset, h5py.Dataset):
-                    found = ", ".join(sorted(handle)) or "none"
-                    raise self.error(
-                        f"HDF5 file {path!r} has no dataset {name!r} (tops are read from the "
-                        f"datasets of the same name; the file has: {found})"
-                    )
-                if dataset.ndim < 1 or dataset.dtype.kind not in "fiub":
-                    raise self.error(
-                        f"dataset {name!r} in {path!r} must be a numeric array with at least "
-                        f"one axis, got shape {dataset.shape} of type {dataset.dtype}"
-                    )
-                arrays.append(np.asarray(dataset[()], dtype=self._dtype))
+                with _corruption_named(self, path, name):
+                    arrays.append(self._read_dataset(h5py, handle, path, name))
         rows = arrays[0].shape[0]
         for name, array in zip(self.dataset_names, arrays, strict=True):
             if array.shape[0] != rows:
@@ -131,6 +136,25 @@ class HDF5DataLayer(Layer):
         self._rows = np.arange(rows)
         if self.shuffle:
             get_rng().shuffle(self._rows)
+
+    def _read_dataset(self, h5py, handle, path: str, name: str):
+        dataset = handle.get(name)
+        if not isinstance(dataset, h5py.Dataset):
+            found = ", ".join(sorted(handle)) or "none"
+            raise self.error(
+                f"HDF5 file {path!r} has no dataset {name!r} (tops are read from the "
+                f"datasets of the same name; the file has: {found})"
+            )
+        if dataset.ndim < 1 or dataset.dtype.kind not in "fiub":
+            raise self.error(
+                f"dataset {name!r} in {path!r} must be a numeric array with at least "
+                f"one axis, got shape {dataset.shape} of type {dataset.dtype}"
+            )
+        try:  # the declared shape, before h5py allocates it
+            limits.check_allocation(dataset.shape, self._dtype.itemsize, f"dataset {name!r}")
+        except limits.SizeLimitError as exc:
+            raise self.error(f"HDF5 file {path!r}: {exc}") from None
+        return np.asarray(dataset[()], dtype=self._dtype)
 
     def _next_file(self) -> None:
         """At the end of a file: the next one (wrapping, reshuffling), or reshuffle rows."""

@@ -11,6 +11,7 @@ import sys
 import time
 
 from caffelite.errors import CaffeliteError
+from caffelite.onnx import commands as onnx_commands
 
 log = logging.getLogger("caffelite")
 
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(timer, "model", required=True, help="net prototxt")
     _add(timer, "iterations", type=_positive_int, default=50, help="iterations to average over")
     _add(timer, "phase", choices=["TRAIN", "TEST"], default="TRAIN")
+    onnx_commands.add_parsers(commands, _add)
     return parser
 
 
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     configure()
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "test": _test, "time": _time}[args.command](args)
+        handlers = {"train": _train, "test": _test, "time": _time, **onnx_commands.HANDLERS}
+        return handlers[args.command](args)
     except CaffeliteError as exc:
         print(f"caffelite {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bar (auto: only when stderr is a terminal)",
     )
 
+    _add(train, "tensorboard", metavar="DIR", help="write TensorBoard event files to DIR")
+    _add(
+        train,
+        "tensorboard_histograms",
+        metavar="N",
+        type=int,
+        default=0,
+        help="with --tensorboard: parameter and gradient histograms every N iterations",
+    )
+
     test = commands.add_parser("test", help="score a trained net on its TEST phase")
     _add(test, "model", required=True, help="net prototxt")
     _add(test, "weights", required=True, help=".caffemodel to test")
@@ -89,6 +99,7 @@ def _train(args) -> int:
     from caffelite.progress import ProgressBar
     from caffelite.signal_handler import SignalHandler
     from caffelite.solver import get_solver
+    from caffelite.tensorboard import tensorboard_for
 
     job = DataParallelJob.from_environment()  # under mpirun -np N: one rank of N
     solver = get_solver(args.solver)
@@ -97,7 +108,9 @@ def _train(args) -> int:
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
     show = show and (job is None or job.is_root)
     started = time.perf_counter()
-    with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
+    logdir = args.tensorboard if job is None or job.is_root else None  # one writer per job
+    board = tensorboard_for(solver, logdir, args.tensorboard_histograms)
+    with board, SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
         action = signals.get_requested_action
         solver.set_action_function(action if job is None else job.attach(solver, action))
         with ProgressBar(solver, enabled=show):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffelite.layers.pooling import average_divisors
+from caffelite.onnx.pooling_geometry import caffe_average_divisors
 from caffelite.onnx.export import register_exporter
 from caffelite.proto import caffe_pb2
 
@@ -70,8 +70,8 @@ def pooling(ctx) -> None:
     if is_max:
         ctx.node("MaxPool", [x], 0, **attrs)
         return
-    rows = average_divisors(height, kh, sh, ph, oh)
-    cols = average_divisors(width, kw, sw, pw, ow)
+    rows = caffe_average_divisors(height, kh, sh, ph, oh)
+    cols = caffe_average_divisors(width, kw, sw, pw, ow)
     correction = (kh * kw) / np.outer(rows, cols)
     if np.all(correction == 1):
         ctx.node("AveragePool", [x], 0, **attrs)

@@ -1,4 +1,4 @@
-"""The ``caffelite export`` subcommand."""
+"""The ``caffelite export`` and ``caffelite import-onnx`` subcommands."""
 
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ def add_parsers(commands, add) -> None:
         action="store_true",
         help="keep the prototxt's batch size instead of a symbolic batch axis N",
     )
+    imp = commands.add_parser("import-onnx", help="turn an ONNX model into prototxt + caffemodel")
+    imp.add_argument("onnx_model", help="the .onnx file to read")
+    for name, what in (("model", "the net prototxt"), ("weights", "the .caffemodel")):
+        imp.add_argument(
+            f"--output-{name}",
+            f"--output_{name}",
+            f"-output_{name}",
+            dest=f"output_{name}",
+            required=True,
+            help=f"{what} to write",
+        )
+    add(imp, "batch", type=int, default=1, help="batch size for a symbolic batch axis")
 
 
 def run_export(args) -> int:
@@ -34,4 +46,12 @@ def run_export(args) -> int:
     return 0
 
 
-HANDLERS = {"export": run_export}
+def run_import(args) -> int:
+    from caffelite.onnx.importer import import_file
+
+    import_file(args.onnx_model, args.output_model, args.output_weights, batch=args.batch)
+    print(f"wrote {args.output_model} and {args.output_weights}")
+    return 0
+
+
+HANDLERS = {"export": run_export, "import-onnx": run_import}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffelite.onnx.pooling_geometry import caffe_average_divisors
 from caffelite.onnx.export import register_exporter
+from caffelite.onnx.pooling_geometry import caffe_average_divisors
 from caffelite.proto import caffe_pb2
 
 _P = caffe_pb2.PoolingParameter

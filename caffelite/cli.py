@@ -11,6 +11,7 @@ import sys
 import time
 
 from caffelite.errors import CaffeliteError
+from caffelite.onnx import commands as onnx_commands
 
 log = logging.getLogger("caffelite")
 
@@ -73,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bar (auto: only when stderr is a terminal)",
     )
 
+    _add(train, "tensorboard", metavar="DIR", help="write TensorBoard event files to DIR")
+    _add(
+        train,
+        "tensorboard_histograms",
+        metavar="N",
+        type=int,
+        default=0,
+        help="with --tensorboard: parameter and gradient histograms every N iterations",
+    )
+
     test = commands.add_parser("test", help="score a trained net on its TEST phase")
     _add(test, "model", required=True, help="net prototxt")
     _add(test, "weights", required=True, help=".caffemodel to test")
@@ -90,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="refuse nets with Python layers (which run code from the module they "
             "name): for prototxts from sources you do not trust",
         )
+    onnx_commands.add_parsers(commands, _add)
     return parser
 
 
@@ -103,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
         set_allow_python_layers(False)
     try:
-        return {"train": _train, "test": _test, "time": _time}[args.command](args)
+        handlers = {"train": _train, "test": _test, "time": _time, **onnx_commands.HANDLERS}
+        return handlers[args.command](args)
     except CaffeliteError as exc:
         print(f"caffelite {args.command}: error: {exc}", file=sys.stderr)
         return 1
@@ -114,6 +127,7 @@ def _train(args) -> int:
     from caffelite.progress import ProgressBar
     from caffelite.signal_handler import SignalHandler
     from caffelite.solver import get_solver
+    from caffelite.tensorboard import tensorboard_for
 
     job = DataParallelJob.from_environment()  # under mpirun -np N: one rank of N
     solver = get_solver(args.solver)
@@ -123,7 +137,12 @@ def _train(args) -> int:
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
     show = show and (job is None or job.is_root)
     started = time.perf_counter()
-    with SignalHandler(args.sigint_effect, args.sighup_effect, args.sigterm_effect) as signals:
+    logdir = args.tensorboard if job is None or job.is_root else None  # one writer per job
+    board = tensorboard_for(solver, logdir, args.tensorboard_histograms)
+    with (
+        board,
+        SignalHandler(args.sigint_effect, args.sighup_effect, args.sigterm_effect) as signals,
+    ):
         action = signals.get_requested_action
         solver.set_action_function(action if job is None else job.attach(solver, action))
         with ProgressBar(solver, enabled=show):

@@ -219,6 +219,8 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.smoothed_loss = 0.0
+        self.loss = 0.0  # the last iteration's loss (averaged over iter_size)
+        self.iterations_per_second: float | None = None  # as the last display printed it
         self._losses: list[float] = []
         self._timer_start = time.perf_counter()
         self._iterations_last = 0
@@ -394,7 +396,8 @@ class Solver:
     # ---- pycaffe conveniences ----------------------------------------------------
     def add_callback(self, on_start, on_gradients_ready=None) -> None:
         """Hook into every iteration: an object with ``on_start()`` and
-        ``on_gradients_ready()``, or the two functions (pycaffe's form)."""
+        ``on_gradients_ready()`` (and optionally ``on_test_done(test_net_id, results)``),
+        or the two functions (pycaffe's form)."""
         if on_gradients_ready is None and hasattr(on_start, "on_gradients_ready"):
             self.callbacks.append(on_start)
         else:
@@ -444,6 +447,7 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
             loss /= p.iter_size
+            self.loss = loss
             if not math.isfinite(loss):  # the one per-iteration check: a float
                 on_non_finite_loss(self, loss)
             self._update_smoothed_loss(loss, start_iter, average_loss)
@@ -507,6 +511,7 @@ class Solver:
         now = time.perf_counter()
         lapse = now - self._timer_start
         per_s = (self.iter - self._iterations_last) / (lapse if lapse else 1.0)
+        self.iterations_per_second = per_s
         logger.info(
             "Iteration %d (%s iter/s, %ss/%d iters), loss = %s",
             self.iter,
@@ -606,6 +611,9 @@ class Solver:
                 logged.append((name, mean, net.blob_loss_weight_list[blob_id]))
             self._log_outputs("Test", logged)
         self.test_results[test_net_id] = results
+        for callback in self.callbacks:  # observers of test results (e.g. TensorBoard)
+            if hasattr(callback, "on_test_done"):
+                callback.on_test_done(test_net_id, results)
         return results
 
     # ---- the update ---------------------------------------------------------------

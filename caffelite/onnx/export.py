@@ -1,0 +1,222 @@
+"""caffelite Net -> ONNX model: a registry of one small handler per Caffe layer type.
+
+A handler receives a ``LayerContext`` (the layer, its parsed parameters, the ONNX values
+holding its bottoms, the Caffe shapes of bottoms and tops, the names its tops must get)
+and adds the nodes that compute exactly what the Caffe layer computes. The batch axis is
+left symbolic (``N``) by default, so handlers never bake the batch size into a shape: a
+shape they write keeps axis 0 with Reshape's ``0`` ("copy this dimension").
+
+``register_exporter("Type")`` adds a handler (a type is registered once); a layer whose
+type has none is refused with its name and type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from caffelite.errors import CaffeliteError
+from caffelite.onnx.graph import DEFAULT_OPSET, MIN_OPSET, GraphBuilder, require
+
+_HANDLERS: dict[str, Callable] = {}
+
+
+def register_exporter(*layer_types: str):
+    """Decorator: ``fn(ctx)`` exports layers of these Caffe types."""
+
+    def decorate(fn):
+        for layer_type in layer_types:
+            if layer_type in _HANDLERS:
+                raise CaffeliteError(f"an ONNX exporter for {layer_type!r} is already registered")
+            _HANDLERS[layer_type] = fn
+        return fn
+
+    return decorate
+
+
+def exportable_types() -> list[str]:
+    _load_handlers()
+    return sorted(_HANDLERS)
+
+
+def _load_handlers() -> None:
+    import caffelite.onnx.export_ops  # noqa: F401  (registers the built-in handlers)
+
+
+@dataclass
+class LayerContext:
+    """What a handler sees of one layer."""
+
+    g: GraphBuilder
+    layer: object
+    bottoms: list[str]
+    bottom_shapes: list[tuple[int, ...]]
+    top_shapes: list[tuple[int, ...]]
+    tops: list[str]
+    inputs: list
+
+    @property
+    def name(self) -> str:
+        return self.layer.layer_param.name
+
+    @property
+    def param(self):
+        return self.layer.layer_param
+
+    def tmp(self, suffix: str) -> str:
+        """A hint for an intermediate value of this layer."""
+        return f"{self.name}/{suffix}"
+
+    def weight(self, index: int, suffix: str | None = None, shape=None) -> str:
+        """The layer's parameter blob ``index`` as an initializer (float32)."""
+        data = np.asarray(self.layer.blobs[index].data, dtype=np.float32)
+        if shape is not None:
+            data = data.reshape(shape)
+        return self.g.constant(f"{self.name}/{suffix or f'blob{index}'}", data)
+
+    def scalar(self, suffix: str, value: float) -> str:
+        return self.g.constant(f"{self.name}/{suffix}", value)
+
+    def node(self, op: str, inputs: list[str], out: int | str, **attrs) -> str:
+        """A node writing top ``out`` (an int) or an intermediate named after ``out``."""
+        outputs = [self.tops[out]] if isinstance(out, int) else self.tmp(out)
+        return self.g.node(op, inputs, outputs, name=self.tmp(op), **attrs)
+
+    def reduce(self, op: str, x: str, axes, out: int | str, keepdims: int = 1) -> str:
+        outputs = [self.tops[out]] if isinstance(out, int) else self.tmp(out)
+        return self.g.reduce(op, x, axes, outputs, keepdims=keepdims, name=self.tmp(op))
+
+    def shape_keeping_batch(self, shape) -> list[int]:
+        """``shape`` for Reshape with axis 0 copied from the input (0), so the batch stays
+        symbolic."""
+        return [0, *shape[1:]]
+
+    def error(self, message: str) -> CaffeliteError:
+        return CaffeliteError(
+            f"layer {self.name!r} (type {self.param.type}): cannot export to ONNX: {message}"
+        )
+
+
+def export(
+    net, path=None, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True, check: bool = True
+):
+    """Write ``net`` (its current weights and input shapes) as an ONNX model at ``path``.
+
+    Returns the ModelProto. With ``dynamic_batch`` the inputs' axis 0 is the symbolic ``N``.
+    ``check`` runs ``onnx.checker`` with full checks (shape inference included).
+    """
+    onnx = require("onnx")
+    _load_handlers()
+    if opset < MIN_OPSET:
+        raise CaffeliteError(f"ONNX export needs opset {MIN_OPSET} or newer, got {opset}")
+    if opset > onnx.defs.onnx_opset_version():
+        raise CaffeliteError(
+            f"opset {opset} is newer than this onnx package knows "
+            f"({onnx.defs.onnx_opset_version()})"
+        )
+    g = GraphBuilder(opset)
+    names = net._blob_names
+    # Which layer's top carries a blob's own name: an Input's (graph inputs keep their
+    # names), else the blob's last writer (so outputs keep theirs).
+    last_writer: dict[int, int] = {}
+    for layer_id, top_ids in enumerate(net.top_ids):
+        for blob_id in top_ids:
+            first = last_writer.get(blob_id)
+            if first is None or net.layers[first].layer_param.type != "Input":
+                last_writer[blob_id] = layer_id
+    for blob_id in set(last_writer):
+        g.reserve(names[blob_id])
+    current: dict[int, str] = {}
+    inputs: list = []
+    for layer_id, layer in enumerate(net.layers):
+        handler = _HANDLERS.get(layer.layer_param.type)
+        if handler is None:
+            raise CaffeliteError(
+                f"layer {layer.layer_param.name!r} (type {layer.layer_param.type}) has no ONNX "
+                f"equivalent; exportable types: {', '.join(sorted(_HANDLERS))}"
+            )
+        tops = []
+        for blob_id in net.top_ids[layer_id]:
+            final = last_writer[blob_id] == layer_id
+            tops.append(names[blob_id] if final else g.fresh(f"{names[blob_id]}@{layer_id}"))
+        ctx = LayerContext(
+            g=g,
+            layer=layer,
+            bottoms=[current[b] for b in net.bottom_ids[layer_id]],
+            bottom_shapes=[tuple(b.shape) for b in net.bottom_vecs[layer_id]],
+            top_shapes=[tuple(t.shape) for t in net.top_vecs[layer_id]],
+            tops=tops,
+            inputs=inputs,
+        )
+        handler(ctx)
+        for blob_id, value in zip(net.top_ids[layer_id], tops, strict=True):
+            current[blob_id] = value
+    if not inputs:
+        raise CaffeliteError(
+            f"net {net.name!r} has no Input layer: export a deploy net (with an Input layer "
+            "giving the input shape), not a train net with data layers"
+        )
+    for value in inputs:
+        if dynamic_batch:
+            value.type.tensor_type.shape.dim[0].dim_param = "N"
+    outputs = [
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        for name in net.outputs
+    ]
+    graph = onnx.helper.make_graph(
+        g.nodes, net.name or "caffelite", inputs, outputs, initializer=g.initializers
+    )
+    model = onnx.helper.make_model(
+        graph,
+        producer_name="caffelite",
+        opset_imports=[onnx.helper.make_opsetid("", opset)],
+    )
+    model.ir_version = min(model.ir_version, _max_ir_version(opset))
+    model = _with_output_shapes(model)
+    if check:
+        onnx.checker.check_model(model, full_check=True)
+    if path is not None:
+        _save_atomic(model, Path(path))
+    return model
+
+
+def _max_ir_version(opset: int) -> int:
+    """The IR version that goes with ``opset`` (onnx's table), so older runtimes load it."""
+    import onnx
+
+    for _, ir_version, ai_onnx, *_ in onnx.helper.VERSION_TABLE:
+        if ai_onnx >= opset:
+            return int(ir_version)
+    return onnx.IR_VERSION
+
+
+def _with_output_shapes(model):
+    """Declare the outputs' inferred shapes (symbolic batch included)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    by_name = {v.name: v for v in inferred.graph.value_info}
+    by_name.update({v.name: v for v in inferred.graph.output})
+    for output in model.graph.output:
+        found = by_name.get(output.name)
+        if found is not None and found.type.tensor_type.HasField("shape"):
+            output.type.CopyFrom(found.type)
+    return model
+
+
+def _save_atomic(model, path: Path) -> None:
+    from caffelite.prototxt import write_binary_atomic
+
+    write_binary_atomic(path, model)
+
+
+def export_file(model_path, weights_path, output, opset: int = DEFAULT_OPSET, dynamic_batch=True):
+    """``caffelite export``: a deploy prototxt and its weights to an ONNX file."""
+    from caffelite.layer import TEST
+    from caffelite.net import Net
+
+    net = Net(str(model_path), TEST, weights=str(weights_path) if weights_path else None)
+    return export(net, output, opset=opset, dynamic_batch=dynamic_batch)

@@ -9,7 +9,8 @@ parameter normalisation (by ``iter_size``), weight decay and the update rule's
 ``net.update()`` subtracts the diffs from the weights.
 
 Snapshots are ``<prefix>_iter_<N>.caffemodel`` plus ``<prefix>_iter_<N>.solverstate``
-(iteration, the caffemodel's path, the update history, the lr step), each
+(iteration, the caffemodel's path, the update history, the lr step, and the data
+positions and random streams an exact resume needs: ``caffelite.resume``), each
 written atomically, the state only after the weights are complete.
 
 Stopping: an action function (``set_action_function``, e.g. a SignalHandler's
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from caffelite import backend, parallel, rng
+from caffelite import backend, parallel, resume, rng
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
@@ -721,6 +722,7 @@ class Solver:
             model_filename,
             self.current_step,
             [blob.data for blob in self.history],
+            self._resume_record(),
         )
         return filename
 
@@ -728,7 +730,10 @@ class Solver:
         from caffelite.proto import caffe_pb2
 
         state = caffe_pb2.SolverState(
-            iter=self.iter, learned_net=model_filename, current_step=self.current_step
+            iter=self.iter,
+            learned_net=model_filename,
+            current_step=self.current_step,
+            caffelite_resume=self._resume_record(),
         )
         state.history.extend(blob.to_proto() for blob in self.history)
         filename = self.snapshot_filename(".solverstate")
@@ -736,12 +741,17 @@ class Solver:
         write_binary_atomic(filename, state)
         return filename
 
+    def _resume_record(self) -> bytes:
+        """Data positions and random streams, for an exact resume (caffelite.resume)."""
+        return resume.capture([self.net, *self.test_nets])
+
     def _snapshot_for_stop(self) -> None:
         if self._last_snapshot_iter != self.iter:
             self.snapshot()
 
     def restore(self, state_file) -> None:
-        """Resume from a .solverstate: weights, iteration, lr step and update history."""
+        """Resume from a .solverstate: weights, iteration, lr step, update history and,
+        when caffelite wrote it, data positions and random streams (caffelite.resume)."""
         from caffelite.proto import caffe_pb2
 
         state_file = str(state_file)
@@ -773,6 +783,7 @@ class Solver:
         logger.info("%s: restoring history", type(self).__name__)
         for proto, blob in zip(state.history, self.history, strict=True):
             blob.from_proto(proto, reshape=False)
+        resume.restore(state.caffelite_resume, [self.net, *self.test_nets], state_file)
 
     def _restore_hdf5(self, state_file: str) -> None:
         from caffelite.hdf5 import load_solver_state_hdf5
@@ -782,6 +793,7 @@ class Solver:
             self.net.copy_from(self._find_learned_net(state.learned_net, Path(state_file)))
         self.iter = state.iter
         self.current_step = state.current_step
+        resume.restore(state.caffelite_resume, [self.net, *self.test_nets], state_file)
 
     @staticmethod
     def _find_learned_net(learned_net: str, state_file: Path) -> Path:

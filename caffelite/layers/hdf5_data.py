@@ -24,6 +24,7 @@ from caffelite import backend
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
 from caffelite.parallel.world import record_share
+from caffelite.resume import is_permutation
 from caffelite.rng import get_rng
 
 
@@ -152,6 +153,36 @@ class HDF5DataLayer(Layer):
             carry = self._row - len(self._rows)
             self._next_file()
             self._row = carry
+
+    # ---- caffelite.resume --------------------------------------------------------
+    def resume_state(self) -> dict:
+        return {
+            "file_order": self._file_order.tolist(),
+            "file_pos": self._file_pos,
+            "rows": self._rows.tolist() if self.shuffle else None,
+            "row": self._row,
+        }
+
+    def restore_resume_state(self, state: dict) -> None:
+        file_order = np.asarray(state["file_order"])
+        if not is_permutation(file_order, len(self.filenames)):
+            raise self.error(
+                f"the resume state orders {len(file_order)} files; {self.source!r} now lists "
+                f"{len(self.filenames)}: the list changed since the snapshot"
+            )
+        self._file_order = file_order
+        self._file_pos = int(state["file_pos"])
+        self._load(self._file_order[self._file_pos])  # may shuffle: the solver resets the rng
+        rows = state["rows"]
+        if rows is not None:
+            if not is_permutation(rows, len(self._rows)):
+                raise self.error(
+                    f"the resume state orders {len(rows)} rows of "
+                    f"{self.filenames[self._file_order[self._file_pos]]!r}, which now has "
+                    f"{len(self._rows)}: the file changed since the snapshot"
+                )
+            self._rows = np.asarray(rows)
+        self._row = int(state["row"])
 
     def reshape(self, bottom, top):
         for blob, shape in zip(top, self._row_shapes, strict=True):

@@ -41,3 +41,8 @@ def configure(level: int = logging.INFO) -> None:
         handler = _StderrHandler()
         handler.setFormatter(GlogFormatter())
         logger.addHandler(handler)
+
+
+def caffe_number(value) -> str:
+    """A number as Caffe's logs print it (C++ stream default: 6 significant digits)."""
+    return f"{float(value):.6g}"

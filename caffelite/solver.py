@@ -36,6 +36,7 @@ from caffelite import backend, parallel, resume, rng
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
+from caffelite.logging_setup import caffe_number
 from caffelite.lr_policy import learning_rate
 from caffelite.net import Net, load_net_param
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
@@ -141,16 +142,15 @@ def solver_class(type_name: str):
     return cls
 
 
-def get_solver(param_or_path):
-    """pycaffe's ``caffe.get_solver``: the solver of the ``type`` the parameters name."""
+def get_solver(param_or_path, source=None):
+    """pycaffe's ``caffe.get_solver``: the solver of the ``type`` the parameters name.
+    ``source``: the solver file a SolverParameter came from (net paths resolve beside it)."""
     param = load_solver_param(param_or_path)
-    return solver_class(param.type)(param_or_path)
+    return solver_class(param.type)(param_or_path, source)
 
 
 # ---- small helpers ------------------------------------------------------------------
-def _fmt(value) -> str:
-    """A number as Caffe's logs print it (C++ stream default: 6 significant digits)."""
-    return f"{float(value):.6g}"
+_fmt = caffe_number
 
 
 class _FunctionCallback:
@@ -186,11 +186,13 @@ class Solver:
             cls = solver_class(load_solver_param(param).type)
         return super().__new__(cls)
 
-    def __init__(self, param):
+    def __init__(self, param, source=None):
         from caffelite.proto import caffe_pb2
 
         self.param = load_solver_param(param)
-        self._source = None if isinstance(param, caffe_pb2.SolverParameter) else Path(param)
+        if source is None and not isinstance(param, caffe_pb2.SolverParameter):
+            source = param
+        self._source = None if source is None else Path(source)
         if self.type and self.param.type != self.type:
             logger.warning(
                 "solver parameters ask for type %r; running %s as constructed",
@@ -358,6 +360,7 @@ class Solver:
             state = p.test_state[i] if p.test_state else None
             net = self._make_net(net_param, TEST, state)
             net.share_with(self.net)
+            net.debug_info = p.debug_info
             nets.append(net)
         return nets
 
@@ -436,6 +439,7 @@ class Solver:
             for callback in self.callbacks:
                 callback.on_start()
             display = bool(p.display) and self.iter % p.display == 0
+            self.net.debug_info = display and p.debug_info
             loss = 0.0
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()

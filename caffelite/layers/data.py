@@ -441,7 +441,8 @@ class DataLayer(Layer):
 @register_layer("MemoryData")
 class MemoryDataLayer(Layer):
     """Serves consecutive ``batch_size`` slices of arrays given with ``set_input_arrays``
-    (pycaffe) or ``reset``, wrapping around; tops data (N, C, H, W) and label (N,).
+    (pycaffe) or ``reset``, wrapping around; tops data (N, C, H, W) and label: (N,) after
+    setup and (N, 1, 1, 1) after forward, as Caffe's MemoryDataLayer.
 
     As in Caffe, arrays handed over with ``set_input_arrays``/``reset`` are served
     as they are (no transform_param; a warning says so); ``add_datum_vector`` applies
@@ -575,6 +576,6 @@ class MemoryDataLayer(Layer):
             items = (pos + np.arange(b)) % self._n
         top[0].reshape(b, self.channels, self.height, self.width)
         top[0].data[...] = xp.asarray(self._data[items])
-        top[1].reshape(b)
-        top[1].data[...] = xp.asarray(self._labels[items])
+        top[1].reshape(b, 1, 1, 1)  # (N,) after setup, (N, 1, 1, 1) after forward, as Caffe
+        top[1].data[...] = xp.asarray(self._labels[items]).reshape(b, 1, 1, 1)
         self._pos = (pos + b) % self._n

@@ -9,7 +9,8 @@ file it wraps to the first. With ``shuffle`` the file order is reshuffled on eac
 pass and the rows of each file on each load, as in Caffe.
 
 ``HDF5Output`` writes its two bottoms to the datasets "data" and "label" of
-``hdf5_output_param.file_name``, appending each batch along the first axis (Caffe
+``hdf5_output_param.file_name`` in Caffe's 4-D num/channels/height/width form (a
+(N,) label is stored (N, 1, 1, 1)), appending each batch along the first axis (Caffe
 writes one batch and fails on the next; appending keeps every batch).
 """
 
@@ -236,7 +237,7 @@ class HDF5OutputLayer(Layer):
         if not self._finalizer.alive:
             raise self.error(f"HDF5 file {self.file_name!r} is already closed")
         for name, blob in zip(self.DATASETS, bottom, strict=True):
-            values = backend.to_numpy(blob.data)
+            values = backend.to_numpy(blob.data).reshape(self._legacy_shape(name, blob))
             dataset = self._file.get(name)
             if dataset is None:
                 self._file.create_dataset(
@@ -252,6 +253,15 @@ class HDF5OutputLayer(Layer):
             dataset.resize(start + values.shape[0], axis=0)
             dataset[start:] = values
         self._file.flush()
+
+    def _legacy_shape(self, name: str, blob) -> tuple[int, int, int, int]:
+        """Caffe's (num, channels, height, width): missing axes are 1; more than 4 fail."""
+        if blob.num_axes > 4:
+            raise self.error(
+                f"bottom {name!r} has shape {blob.shape}; HDF5Output writes Caffe's 4-D "
+                "num/channels/height/width form, so at most 4 axes"
+            )
+        return (blob.num, blob.channels, blob.height, blob.width)
 
     def backward(self, top, propagate_down, bottom):
         """An output sink: nothing flows back."""

@@ -27,6 +27,16 @@ def _add(parser, name: str, **kwargs) -> None:
     parser.add_argument(f"--{name}", f"-{name}", **kwargs)
 
 
+def _add_net_state(parser) -> None:
+    """Caffe's --stage (comma-separated) and --level, which select NetState rules."""
+    _add(parser, "stage", default="", help="net stages, comma-separated (e.g. deploy,fast)")
+    _add(parser, "level", type=int, default=None, help="net level (default 0)")
+
+
+def _stages(args) -> list[str]:
+    return [stage for stage in args.stage.split(",") if stage]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="caffelite", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(train, "solver", required=True, help="solver prototxt")
     start = train.add_mutually_exclusive_group()
     _add(start, "snapshot", help="resume from this .solverstate")
-    _add(start, "weights", help="initialise from this .caffemodel (fine-tuning)")
+    _add(start, "weights", help="initialise from these .caffemodel files, comma-separated")
+    _add_net_state(train)
     _add(
         train,
         "sigint_effect",
@@ -86,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = commands.add_parser("test", help="score a trained net on its TEST phase")
     _add(test, "model", required=True, help="net prototxt")
-    _add(test, "weights", required=True, help=".caffemodel to test")
+    _add(test, "weights", required=True, help=".caffemodel(s) to test, comma-separated")
+    _add_net_state(test)
     _add(test, "iterations", type=_positive_int, default=50, help="batches to average over")
 
     timer = commands.add_parser("time", help="time forward and backward per layer")
@@ -102,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             "name): for prototxts from sources you do not trust",
         )
     onnx_commands.add_parsers(commands, _add)
+    _add_net_state(timer)
     return parser
 
 
@@ -126,14 +139,22 @@ def _train(args) -> int:
     from caffelite.parallel.job import DataParallelJob
     from caffelite.progress import ProgressBar
     from caffelite.signal_handler import SignalHandler
-    from caffelite.solver import get_solver
+    from caffelite.solver import get_solver, load_solver_param
     from caffelite.tensorboard import tensorboard_for
 
     job = DataParallelJob.from_environment()  # under mpirun -np N: one rank of N
-    solver = get_solver(args.solver)
-    solver.on_non_finite = args.on_nonfinite
+    # As Caffe's train(): --stage/--level go into train_state; --weights replaces the
+    # solver's weights entries, and --snapshot drops them (the snapshot has the weights).
+    param = load_solver_param(args.solver)
+    if args.level is not None:
+        param.train_state.level = args.level
+    param.train_state.stage.extend(_stages(args))
+    if args.snapshot or args.weights:
+        del param.weights[:]
     if args.weights:
-        solver.load_weights(args.weights)
+        param.weights.append(args.weights)
+    solver = get_solver(param, source=args.solver)
+    solver.on_non_finite = args.on_nonfinite
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
     show = show and (job is None or job.is_root)
     started = time.perf_counter()
@@ -168,7 +189,10 @@ def _test(args) -> int:
     from caffelite.layer import TEST
     from caffelite.net import Net
 
-    net = Net(args.model, TEST, weights=args.weights)
+    net = Net(args.model, TEST, stages=_stages(args) or None, level=args.level or 0)
+    for path in args.weights.split(","):
+        if path:
+            net.copy_from(path)
     totals: dict[str, np.ndarray] = {}
     loss = 0.0
     for i in range(args.iterations):
@@ -195,7 +219,8 @@ def _time(args) -> int:
     from caffelite.net import Net
     from caffelite.net_timer import time_net
 
-    net = Net(args.model, TRAIN if args.phase == "TRAIN" else TEST)
+    phase = TRAIN if args.phase == "TRAIN" else TEST
+    net = Net(args.model, phase, stages=_stages(args) or None, level=args.level or 0)
     log.info("Performing Forward-Backward timing over %d iterations", args.iterations)
     started = time.perf_counter()
     report = time_net(net, args.iterations)

@@ -199,6 +199,9 @@ def _load_dataset(dataset, blob, where: str) -> None:
 # ---- solver state ------------------------------------------------------------------------
 
 
+RESUME_DATASET = "caffelite_resume"
+
+
 @dataclass
 class SolverStateHDF5:
     """What ``load_solver_state_hdf5`` reads back."""
@@ -207,13 +210,18 @@ class SolverStateHDF5:
     learned_net: str
     current_step: int
     history: list
+    #: caffelite's resume record (``caffelite.resume``); empty in Caffe's files.
+    caffelite_resume: bytes = b""
 
 
 def save_solver_state_hdf5(
-    path, iter: int, learned_net: str, current_step: int, history_arrays
+    path, iter: int, learned_net: str, current_step: int, history_arrays, resume: bytes = b""
 ) -> None:
-    """Write a solver state in Caffe's HDF5 layout (history: arrays or Blobs)."""
+    """Write a solver state in Caffe's HDF5 layout (history: arrays or Blobs), plus
+    caffelite's resume record as a uint8 dataset Caffe does not read."""
     with atomic_h5_file(path) as handle:
+        if resume:
+            handle.create_dataset(RESUME_DATASET, data=np.frombuffer(resume, dtype=np.uint8))
         _write_int(handle, "iter", iter)
         _write_string(handle, "learned_net", str(learned_net))
         _write_int(handle, "current_step", current_step)
@@ -235,6 +243,7 @@ def load_solver_state_hdf5(path, history=None) -> SolverStateHDF5:
         iteration = _read_int(handle, "iter", path)
         learned_net = _read_string(handle, "learned_net") if "learned_net" in handle else ""
         current_step = _read_int(handle, "current_step", path)
+        resume = bytes(handle[RESUME_DATASET][()]) if RESUME_DATASET in handle else b""
         group = handle.get("history")
         if not isinstance(group, h5py.Group):
             raise CaffeliteError(f"{path}: HDF5 solver state has no 'history' group")
@@ -258,4 +267,4 @@ def load_solver_state_hdf5(path, history=None) -> SolverStateHDF5:
                     f"{tuple(array.shape)} in the solver"
                 )
             array[...] = backend.get_array_module(array).asarray(values, dtype=array.dtype)
-    return SolverStateHDF5(iteration, learned_net, current_step, arrays)
+    return SolverStateHDF5(iteration, learned_net, current_step, arrays, resume)

@@ -170,6 +170,18 @@ class Layer:
         if not weights:
             weights = [self.default_loss_weight(i) for i in range(len(top))]
         self.loss_weights = weights
+        self._loss_top_shapes: dict[int, tuple] = {}
+        self.refresh_loss_diffs(top)
+
+    def refresh_loss_diffs(self, top: list[Blob]) -> None:
+        """Caffe's SetLossWeights: a loss top's diff holds its loss weight, written once;
+        backward reads whatever the diff holds (pycaffe may overwrite it, e.g. with 0 to
+        switch a loss off). Only a loss top whose shape changed gets its weight again
+        (where Caffe would leave stale or zeroed memory)."""
+        for j, weight in enumerate(self.loss_weights):
+            if weight and self._loss_top_shapes.get(j) != top[j].shape:
+                top[j].diff[...] = weight
+                self._loss_top_shapes[j] = top[j].shape
 
     def default_loss_weight(self, top_index: int) -> float:
         """Loss layers override this: 1 for their first top (Caffe's LossLayer)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from caffelite import fold
+from caffelite import debug_info, fold
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
@@ -101,6 +101,8 @@ class Net(PycaffeNetMixin):
         self.folding = True  # fold BatchNorm/Scale/ReLU into Convolution in TEST passes
         self._fold_plan = None
         self._forward_was_folded = False
+        #: Log Caffe's per-layer debug lines (caffelite.debug_info); the solver sets it.
+        self.debug_info = bool(param.debug_info)
         self.param = insert_splits(filter_net(param, param.state))
         self.layers = []
         self._layer_names = []
@@ -394,7 +396,8 @@ class Net(PycaffeNetMixin):
             run(layer_id)
 
     def forward_layer(self, layer_id: int) -> float:
-        """Reshape and run one layer; its weighted loss."""
+        """Reshape and run one layer; its loss, dot(top data, top diff) over its loss tops
+        (Caffe's Layer::Forward: the diff holds the loss weight unless the user changed it)."""
         layer, top = self.layers[layer_id], self.top_vecs[layer_id]
         bottom = self.bottom_vecs[layer_id]
         self._run_callbacks("before_forward", layer_id)
@@ -403,22 +406,24 @@ class Net(PycaffeNetMixin):
             layer.forward(bottom, top)
         except SizeLimitError as exc:
             raise name_blob(exc, layer, self._named_tops(layer_id)) from None
+        layer.refresh_loss_diffs(top)
+        if self.debug_info:
+            debug_info.log_forward(self, layer_id)
         self._run_callbacks("after_forward", layer_id)
         return sum(
-            weight * float(top[j].data.sum())
+            float(top[j].data.ravel() @ top[j].diff.ravel())
             for j, weight in enumerate(layer.loss_weights)
             if weight
         )
 
     def backward_layer(self, layer_id: int) -> None:
-        """Backpropagate through one layer, if it needs it; loss tops start from their weight."""
+        """Backpropagate through one layer, if it needs it, from whatever its top diffs hold."""
         self._run_callbacks("before_backward", layer_id)
         if self.layer_need_backward[layer_id]:
             layer, top = self.layers[layer_id], self.top_vecs[layer_id]
-            for j, weight in enumerate(layer.loss_weights):
-                if weight:
-                    top[j].diff[...] = weight
             layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
+            if self.debug_info:
+                debug_info.log_backward(self, layer_id)
         self._run_callbacks("after_backward", layer_id)
 
     def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
@@ -459,6 +464,8 @@ class Net(PycaffeNetMixin):
         """One forward and backward pass over the whole net; the loss (Caffe's ForwardBackward)."""
         loss = self.forward_from_to()
         self.backward_from_to()
+        if self.debug_info:
+            debug_info.log_param_norms(self)
         return loss
 
     def forward(self, blobs=None, start=None, end=None, **inputs) -> dict:
@@ -575,6 +582,8 @@ class Net(PycaffeNetMixin):
 
     def update(self) -> None:
         """data -= diff for every learnable parameter (Caffe's Net::Update)."""
+        if self.debug_info:
+            debug_info.log_update(self)
         for blob in self.learnable_params:
             blob.data -= blob.diff
 

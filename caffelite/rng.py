@@ -19,3 +19,13 @@ def set_random_seed(seed: int) -> None:
     """Reseed everything that draws random numbers (pycaffe's ``caffe.set_random_seed``)."""
     global _generator
     _generator = numpy.random.default_rng(seed)
+
+
+def get_state() -> dict:
+    """The generator's exact position (JSON-serialisable), for a resumable snapshot."""
+    return _generator.bit_generator.state
+
+
+def set_state(state: dict) -> None:
+    """Put the generator back where ``get_state`` found it."""
+    _generator.bit_generator.state = state

@@ -9,7 +9,8 @@ parameter normalisation (by ``iter_size``), weight decay and the update rule's
 ``net.update()`` subtracts the diffs from the weights.
 
 Snapshots are ``<prefix>_iter_<N>.caffemodel`` plus ``<prefix>_iter_<N>.solverstate``
-(iteration, the caffemodel's path, the update history, the lr step), each
+(iteration, the caffemodel's path, the update history, the lr step, and the data
+positions and random streams an exact resume needs: ``caffelite.resume``), each
 written atomically, the state only after the weights are complete.
 
 Stopping: an action function (``set_action_function``, e.g. a SignalHandler's
@@ -31,11 +32,12 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from caffelite import backend, parallel, rng
+from caffelite import backend, parallel, resume, rng
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.diagnose import on_non_finite_loss
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
+from caffelite.logging_setup import caffe_number
 from caffelite.lr_policy import learning_rate
 from caffelite.net import Net, load_net_param
 from caffelite.prototxt import read_binary, read_text, write_binary_atomic
@@ -142,16 +144,15 @@ def solver_class(type_name: str):
     return cls
 
 
-def get_solver(param_or_path):
-    """pycaffe's ``caffe.get_solver``: the solver of the ``type`` the parameters name."""
+def get_solver(param_or_path, source=None):
+    """pycaffe's ``caffe.get_solver``: the solver of the ``type`` the parameters name.
+    ``source``: the solver file a SolverParameter came from (net paths resolve beside it)."""
     param = load_solver_param(param_or_path)
-    return solver_class(param.type)(param_or_path)
+    return solver_class(param.type)(param_or_path, source)
 
 
 # ---- small helpers ------------------------------------------------------------------
-def _fmt(value) -> str:
-    """A number as Caffe's logs print it (C++ stream default: 6 significant digits)."""
-    return f"{float(value):.6g}"
+_fmt = caffe_number
 
 
 class _FunctionCallback:
@@ -189,11 +190,13 @@ class Solver:
             cls = solver_class(load_solver_param(param).type)
         return super().__new__(cls)
 
-    def __init__(self, param):
+    def __init__(self, param, source=None):
         from caffelite.proto import caffe_pb2
 
         self.param = load_solver_param(param)
-        self._source = None if isinstance(param, caffe_pb2.SolverParameter) else Path(param)
+        if source is None and not isinstance(param, caffe_pb2.SolverParameter):
+            source = param
+        self._source = None if source is None else Path(source)
         if self.type and self.param.type != self.type:
             logger.warning(
                 "solver parameters ask for type %r; running %s as constructed",
@@ -364,6 +367,7 @@ class Solver:
             state = p.test_state[i] if p.test_state else None
             net = self._make_net(net_param, TEST, state)
             net.share_with(self.net)
+            net.debug_info = p.debug_info
             nets.append(net)
         return nets
 
@@ -443,6 +447,7 @@ class Solver:
             for callback in self.callbacks:
                 callback.on_start()
             display = bool(p.display) and self.iter % p.display == 0
+            self.net.debug_info = display and p.debug_info
             loss = 0.0
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
@@ -736,6 +741,7 @@ class Solver:
             model_filename,
             self.current_step,
             [blob.data for blob in self.history],
+            self._resume_record(),
         )
         return filename
 
@@ -743,7 +749,10 @@ class Solver:
         from caffelite.proto import caffe_pb2
 
         state = caffe_pb2.SolverState(
-            iter=self.iter, learned_net=model_filename, current_step=self.current_step
+            iter=self.iter,
+            learned_net=model_filename,
+            current_step=self.current_step,
+            caffelite_resume=self._resume_record(),
         )
         state.history.extend(blob.to_proto() for blob in self.history)
         filename = self.snapshot_filename(".solverstate")
@@ -751,12 +760,17 @@ class Solver:
         write_binary_atomic(filename, state)
         return filename
 
+    def _resume_record(self) -> bytes:
+        """Data positions and random streams, for an exact resume (caffelite.resume)."""
+        return resume.capture([self.net, *self.test_nets])
+
     def _snapshot_for_stop(self) -> None:
         if self._last_snapshot_iter != self.iter:
             self.snapshot()
 
     def restore(self, state_file) -> None:
-        """Resume from a .solverstate: weights, iteration, lr step and update history."""
+        """Resume from a .solverstate: weights, iteration, lr step, update history and,
+        when caffelite wrote it, data positions and random streams (caffelite.resume)."""
         from caffelite.proto import caffe_pb2
 
         state_file = str(state_file)
@@ -788,6 +802,7 @@ class Solver:
         logger.info("%s: restoring history", type(self).__name__)
         for proto, blob in zip(state.history, self.history, strict=True):
             blob.from_proto(proto, reshape=False)
+        resume.restore(state.caffelite_resume, [self.net, *self.test_nets], state_file)
 
     def _restore_hdf5(self, state_file: str) -> None:
         from caffelite.hdf5 import load_solver_state_hdf5
@@ -797,6 +812,7 @@ class Solver:
             self.net.copy_from(self._find_learned_net(state.learned_net, Path(state_file)))
         self.iter = state.iter
         self.current_step = state.current_step
+        resume.restore(state.caffelite_resume, [self.net, *self.test_nets], state_file)
 
     @staticmethod
     def _find_learned_net(learned_net: str, state_file: Path) -> Path:

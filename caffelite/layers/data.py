@@ -147,23 +147,28 @@ class _Failure:
 
 
 class _Batch:
-    __slots__ = ("data", "label")
+    """A batch buffer, and where the reader stood once it was filled: the key of the
+    next record and the transform generator's state (what a resume continues from)."""
+
+    __slots__ = ("data", "label", "next_key", "rng_state")
 
     def __init__(self):
         self.data = np.empty(0, dtype=np.float32)
         self.label = np.empty(0, dtype=np.float32)
+        self.next_key = b""
+        self.rng_state: dict = {}
 
 
 class _Prefetcher:
     """The reader thread and its buffer queues; deliberately holds no reference to the
     layer, so an abandoned layer can be garbage collected (its finalizer stops us)."""
 
-    def __init__(self, env, env_key, source, batch_size, skip, stride, transformer, rng, prefetch):
+    def __init__(self, env, env_key, source, batch_size, start, stride, transformer, rng, prefetch):
         self.env = env
         self.env_key = env_key
         self.source = source
         self.batch_size = batch_size
-        self.skip = skip  # records passed over before the first one read
+        self.start_at = start  # records passed over first (int), or the key to start at (bytes)
         self.stride = stride  # then every stride-th record is read (round-robin dealing)
         self.transformer = transformer
         self.rng = rng
@@ -190,9 +195,16 @@ class _Prefetcher:
             cursor = txn.cursor()
             if not cursor.first():
                 raise CaffeliteError(f"LMDB {self.source!r} is empty")
-            for _ in range(self.skip):
-                if not cursor.next():
-                    cursor.first()
+            if isinstance(self.start_at, bytes):
+                if not cursor.set_key(self.start_at):
+                    raise CaffeliteError(
+                        f"LMDB {self.source!r} has no record {self.start_at!r}, the next one "
+                        "the snapshot's run was to read: the database changed since"
+                    )
+            else:
+                for _ in range(self.start_at):
+                    if not cursor.next():
+                        cursor.first()
             since_remap = 0
             while True:
                 batch = self.free.get()  # close() puts None to wake us up
@@ -220,6 +232,8 @@ class _Prefetcher:
                     batch.data = np.empty(shape, dtype=np.float32)
                 self.transformer.transform(images, out=batch.data, rng=self.rng)
                 batch.label = labels
+                batch.next_key = cursor.key()
+                batch.rng_state = self.rng.bit_generator.state
                 self.full.put(batch)
         except BaseException as exc:  # handed to forward, which raises it
             self.full.put(_Failure(exc))
@@ -352,22 +366,47 @@ class DataLayer(Layer):
         # The thread draws crops/flips from its own generator, seeded here from the global
         # one, so a run is reproducible whatever the thread timing.
         rng = np.random.default_rng(int(get_rng().integers(2**63)))
-        self._prefetcher = _Prefetcher(
-            env,
-            env_key,
-            source,
-            self.batch_size,
-            skip,
-            stride,
-            self.transformer,
-            rng,
-            int(p.prefetch),
-        )
-        self._finalizer = weakref.finalize(self, self._prefetcher.close)
-        self._prefetcher.start()
+        self._stride = stride
+        self._start_reader(env, env_key, skip, rng)
         top[0].reshape((self.batch_size,) + shape[1:])
         if self.output_labels:
             top[1].reshape(self.batch_size)
+
+    def _start_reader(self, env, env_key, start, rng) -> None:
+        """Start the prefetch thread at ``start`` (a skip count or a record key)."""
+        self._consumed = {
+            "key": start.hex() if isinstance(start, bytes) else None,
+            "skip": 0 if isinstance(start, bytes) else start,
+            "rng": rng.bit_generator.state,
+        }
+        self._prefetcher = _Prefetcher(
+            env,
+            env_key,
+            self.layer_param.data_param.source,
+            self.batch_size,
+            start,
+            self._stride,
+            self.transformer,
+            rng,
+            int(self.layer_param.data_param.prefetch),
+        )
+        self._finalizer = weakref.finalize(self, self._prefetcher.close)
+        self._prefetcher.start()
+
+    # ---- caffelite.resume: the position the net has consumed, not the reader's ----------
+    def resume_state(self) -> dict:
+        return dict(self._consumed)
+
+    def restore_resume_state(self, state: dict) -> None:
+        try:
+            start = bytes.fromhex(state["key"]) if state["key"] is not None else state["skip"]
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self.error(f"malformed Data resume state ({exc!r})") from None
+        self.close()
+        env, env_key = _acquire_env(self.layer_param.data_param.source)
+        self._start_reader(env, env_key, start, rng)
 
     def _check_backend(self, source: str) -> None:
         """The files decide the backend; a ``backend`` that names the other one is an error
@@ -398,6 +437,7 @@ class DataLayer(Layer):
         if self.output_labels:
             top[1].reshape(batch.label.shape)
             top[1].data[...] = xp.asarray(batch.label)
+        self._consumed = {"key": batch.next_key.hex(), "skip": 0, "rng": batch.rng_state}
         self._prefetcher.recycle(batch)
 
     def close(self) -> None:
@@ -412,7 +452,8 @@ class DataLayer(Layer):
 @register_layer("MemoryData")
 class MemoryDataLayer(Layer):
     """Serves consecutive ``batch_size`` slices of arrays given with ``set_input_arrays``
-    (pycaffe) or ``reset``, wrapping around; tops data (N, C, H, W) and label (N,).
+    (pycaffe) or ``reset``, wrapping around; tops data (N, C, H, W) and label: (N,) after
+    setup and (N, 1, 1, 1) after forward, as Caffe's MemoryDataLayer.
 
     As in Caffe, arrays handed over with ``set_input_arrays``/``reset`` are served
     as they are (no transform_param; a warning says so); ``add_datum_vector`` applies
@@ -546,6 +587,6 @@ class MemoryDataLayer(Layer):
             items = (pos + np.arange(b)) % self._n
         top[0].reshape(b, self.channels, self.height, self.width)
         top[0].data[...] = xp.asarray(self._data[items])
-        top[1].reshape(b)
-        top[1].data[...] = xp.asarray(self._labels[items])
+        top[1].reshape(b, 1, 1, 1)  # (N,) after setup, (N, 1, 1, 1) after forward, as Caffe
+        top[1].data[...] = xp.asarray(self._labels[items]).reshape(b, 1, 1, 1)
         self._pos = (pos + b) % self._n

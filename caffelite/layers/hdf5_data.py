@@ -9,7 +9,8 @@ file it wraps to the first. With ``shuffle`` the file order is reshuffled on eac
 pass and the rows of each file on each load, as in Caffe.
 
 ``HDF5Output`` writes its two bottoms to the datasets "data" and "label" of
-``hdf5_output_param.file_name``, appending each batch along the first axis (Caffe
+``hdf5_output_param.file_name`` in Caffe's 4-D num/channels/height/width form (a
+(N,) label is stored (N, 1, 1, 1)), appending each batch along the first axis (Caffe
 writes one batch and fails on the next; appending keeps every batch).
 """
 
@@ -25,6 +26,7 @@ from caffelite import backend, limits
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer, register_layer
 from caffelite.parallel.world import record_share
+from caffelite.resume import is_permutation
 from caffelite.rng import get_rng
 
 
@@ -177,6 +179,36 @@ class HDF5DataLayer(Layer):
             self._next_file()
             self._row = carry
 
+    # ---- caffelite.resume --------------------------------------------------------
+    def resume_state(self) -> dict:
+        return {
+            "file_order": self._file_order.tolist(),
+            "file_pos": self._file_pos,
+            "rows": self._rows.tolist() if self.shuffle else None,
+            "row": self._row,
+        }
+
+    def restore_resume_state(self, state: dict) -> None:
+        file_order = np.asarray(state["file_order"])
+        if not is_permutation(file_order, len(self.filenames)):
+            raise self.error(
+                f"the resume state orders {len(file_order)} files; {self.source!r} now lists "
+                f"{len(self.filenames)}: the list changed since the snapshot"
+            )
+        self._file_order = file_order
+        self._file_pos = int(state["file_pos"])
+        self._load(self._file_order[self._file_pos])  # may shuffle: the solver resets the rng
+        rows = state["rows"]
+        if rows is not None:
+            if not is_permutation(rows, len(self._rows)):
+                raise self.error(
+                    f"the resume state orders {len(rows)} rows of "
+                    f"{self.filenames[self._file_order[self._file_pos]]!r}, which now has "
+                    f"{len(self._rows)}: the file changed since the snapshot"
+                )
+            self._rows = np.asarray(rows)
+        self._row = int(state["row"])
+
     def reshape(self, bottom, top):
         for blob, shape in zip(top, self._row_shapes, strict=True):
             blob.reshape((self.batch_size,) + shape)
@@ -229,7 +261,7 @@ class HDF5OutputLayer(Layer):
         if not self._finalizer.alive:
             raise self.error(f"HDF5 file {self.file_name!r} is already closed")
         for name, blob in zip(self.DATASETS, bottom, strict=True):
-            values = backend.to_numpy(blob.data)
+            values = backend.to_numpy(blob.data).reshape(self._legacy_shape(name, blob))
             dataset = self._file.get(name)
             if dataset is None:
                 self._file.create_dataset(
@@ -245,6 +277,15 @@ class HDF5OutputLayer(Layer):
             dataset.resize(start + values.shape[0], axis=0)
             dataset[start:] = values
         self._file.flush()
+
+    def _legacy_shape(self, name: str, blob) -> tuple[int, int, int, int]:
+        """Caffe's (num, channels, height, width): missing axes are 1; more than 4 fail."""
+        if blob.num_axes > 4:
+            raise self.error(
+                f"bottom {name!r} has shape {blob.shape}; HDF5Output writes Caffe's 4-D "
+                "num/channels/height/width form, so at most 4 axes"
+            )
+        return (blob.num, blob.channels, blob.height, blob.width)
 
     def backward(self, top, propagate_down, bottom):
         """An output sink: nothing flows back."""

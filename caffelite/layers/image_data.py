@@ -26,6 +26,7 @@ from caffelite.errors import CaffeliteError
 from caffelite.image_codec import read_image
 from caffelite.layer import Layer, register_layer
 from caffelite.parallel.world import record_share
+from caffelite.resume import is_permutation
 from caffelite.rng import get_rng
 
 
@@ -81,9 +82,11 @@ class ImageDataLayer(Layer):
         self.root_folder = root + "/" if root and not root.endswith("/") else root
         try:
             self.transformer = DataTransformer(self.layer_param.transform_param, self.phase)
-            self.lines = read_image_list(p.source)
+            self._listed = read_image_list(p.source)
         except CaffeliteError as exc:
             raise self.error(str(exc)) from None
+        self._order = np.arange(len(self._listed))  # lines = the list file's, in this order
+        self.lines = list(self._listed)
         if self.shuffle:
             self._shuffle_lines()
         self._pos = 0
@@ -103,8 +106,25 @@ class ImageDataLayer(Layer):
         top[1].reshape(self.batch_size)
 
     def _shuffle_lines(self) -> None:
-        order = get_rng().permutation(len(self.lines))
-        self.lines = [self.lines[i] for i in order]
+        self._order = self._order[get_rng().permutation(len(self._order))]
+        self.lines = [self._listed[i] for i in self._order]
+
+    # ---- caffelite.resume ----------------------------------------------------------
+    def resume_state(self) -> dict:
+        return {"order": self._order.tolist() if self.shuffle else None, "pos": self._pos}
+
+    def restore_resume_state(self, state: dict) -> None:
+        order = state.get("order")
+        order = np.arange(len(self._listed)) if order is None else np.asarray(order)
+        if not is_permutation(order, len(self._listed)):
+            raise self.error(
+                f"the resume state orders {len(order)} lines; "
+                f"{self.layer_param.image_data_param.source!r} now lists {len(self._listed)}: "
+                "the list changed since the snapshot"
+            )
+        self._order = order
+        self.lines = [self._listed[i] for i in order]
+        self._pos = int(state["pos"])
 
     def _advance(self, lines: int) -> None:
         """Move ``lines`` on, wrapping to the start (reshuffled) at the end of the list."""

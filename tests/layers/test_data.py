@@ -371,18 +371,19 @@ def test_memory_data_serves_batches_and_wraps():
         layer.forward([], top)
         index = (np.arange(2) + 2 * step) % 6
         np.testing.assert_array_equal(top[0].data, data[index])
-        np.testing.assert_array_equal(top[1].data, labels[index])
+        assert top[1].shape == (2, 1, 1, 1)  # (N,) after setup, (N, 1, 1, 1) after forward
+        np.testing.assert_array_equal(top[1].data.ravel(), labels[index])
     layer.set_input_arrays(data[:2] + 100, labels[:2].reshape(2, 1, 1, 1))  # restarts at 0
     layer.forward([], top)
     np.testing.assert_array_equal(top[0].data, data[:2] + 100)
     layer.reset(data, labels, 4)
     for step in range(3):
         layer.forward([], top)
-        np.testing.assert_array_equal(top[1].data, labels[(np.arange(2) + 2 * step) % 4])
+        np.testing.assert_array_equal(top[1].data.ravel(), labels[(np.arange(2) + 2 * step) % 4])
     layer.set_batch_size(4)  # at item 2 of 4: the batch wraps
     layer.forward([], top)
     assert top[0].shape == (4, 1, 2, 3)
-    np.testing.assert_array_equal(top[1].data, labels[[2, 3, 0, 1]])
+    np.testing.assert_array_equal(top[1].data.ravel(), labels[[2, 3, 0, 1]])
     np.testing.assert_array_equal(top[0].data, data[[2, 3, 0, 1]])
 
 
@@ -411,7 +412,7 @@ def test_memory_data_add_datum_vector_transforms():
     layer.forward([], top)
     # centre crop of 3 x 4 to 2 x 2: rows 0..1, columns 1..2
     np.testing.assert_array_equal(top[0].data, images[2:, :, 0:2, 1:3] * np.float32(0.5))
-    np.testing.assert_array_equal(top[1].data, [3, 4])
+    np.testing.assert_array_equal(top[1].data.ravel(), [3, 4])
     with pytest.raises(CaffeliteError, match="multiple of batch_size 2 datums, got 3"):
         layer.add_datum_vector(cio.array_to_datum(a) for a in images[:3])
     with pytest.raises(

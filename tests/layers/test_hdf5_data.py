@@ -172,13 +172,14 @@ def test_hdf5_output_appends_each_batch(tmp_path):
     layer.backward(top, [True, True], bottom)  # a sink: nothing flows back
     assert not bottom[0].has_diff
     layer.close()
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r") as f:  # Caffe's 4-D num/channels/height/width form
         assert sorted(f) == ["data", "label"]
+        assert f["data"].shape == (6, 3, 1, 1) and f["label"].shape == (6, 1, 1, 1)
         np.testing.assert_allclose(
-            f["data"][()], np.concatenate([d for d, _ in batches_in]), rtol=1e-6
+            f["data"][()].reshape(6, 3), np.concatenate([d for d, _ in batches_in]), rtol=1e-6
         )
         np.testing.assert_allclose(
-            f["label"][()], np.concatenate([lb for _, lb in batches_in]), rtol=1e-6
+            f["label"][()].reshape(6, 1), np.concatenate([lb for _, lb in batches_in]), rtol=1e-6
         )
         assert f["data"].dtype == np.float32
     with pytest.raises(CaffeliteError, match="already closed"):
@@ -197,8 +198,9 @@ def test_hdf5_output_then_hdf5_data_round_trip(tmp_path):
     out.close()
     reader, rbottom, rtop = hdf5_layer(write_list(tmp_path, path), 4, dtype=np.float64)
     reader.forward(rbottom, rtop)
-    np.testing.assert_array_equal(rtop[0].data, data)
-    np.testing.assert_array_equal(rtop[1].data, label)
+    assert rtop[0].shape == (4, 3, 1, 1) and rtop[1].shape == (4, 1, 1, 1)
+    np.testing.assert_array_equal(rtop[0].data.reshape(4, 3), data)
+    np.testing.assert_array_equal(rtop[1].data.reshape(4), label)
 
 
 def test_hdf5_output_errors(tmp_path):
@@ -210,7 +212,10 @@ def test_hdf5_output_errors(tmp_path):
     layer, bottom, top = build_layer(text, [np.zeros((2, 1)), np.zeros(2)], num_top=0)
     layer.forward(bottom, top)
     bottom[0].reshape(2, 5)
-    with pytest.raises(CaffeliteError, match=r"earlier batches .* rows of shape \(1,\)"):
+    with pytest.raises(CaffeliteError, match=r"earlier batches .* rows of shape \(1, 1, 1\)"):
+        layer.forward(bottom, top)
+    bottom[0].reshape(2, 1, 1, 1, 1)
+    with pytest.raises(CaffeliteError, match=r"\(2, 1, 1, 1, 1\); HDF5Output writes .* 4 axes"):
         layer.forward(bottom, top)
     layer.close()
     with pytest.raises(CaffeliteError, match="takes exactly 2 bottom"):

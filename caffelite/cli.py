@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure()
     args = build_parser().parse_args(argv)
-    if args.no_python_layers:
+    if getattr(args, "no_python_layers", False):  # train, test and time take the flag
         from caffelite.trust import set_allow_python_layers
 
         set_allow_python_layers(False)

@@ -69,18 +69,20 @@ def test_overflowing_shape_is_refused_against_available_memory():
 
 
 def test_work_array_too_large_is_named():
+    # The blobs fit (the data is 4 MiB, the output 16 KiB), the im2col buffer does not:
+    # 256 * 11 * 11 rows of 64 * 64 columns, about 507 MB.
     text = """
     layer { name: "data" type: "Input" top: "data"
-            input_param { shape { dim: 64 dim: 50 dim: 8 dim: 8 } } }
-    layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"
-            pooling_param { pool: MAX kernel_size: 2 stride: 1048576 } }
+            input_param { shape { dim: 1 dim: 256 dim: 64 dim: 64 } } }
+    layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+            convolution_param { num_output: 1 kernel_size: 11 pad: 5 } }
     """
-    with pytest.raises(
-        CaffeliteError,
-        match=r"layer 'pool' \(type Pooling\): work array "
-        r"'frame' of shape \(64, 50, 1048578, 1048578\)",
-    ):
-        _net(text).forward()
+    with limits.memory_limit("64M"):
+        net = _net(text)
+        with pytest.raises(
+            CaffeliteError, match=r"layer 'conv' \(type Convolution\): work array '\w+'"
+        ):
+            net.forward()
 
 
 def test_blobs_that_fit_alone_but_not_together_are_refused_before_forward():

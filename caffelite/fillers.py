@@ -18,8 +18,11 @@ from caffelite.rng import get_rng
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """Caffe's fan-in (count / shape[0]) and fan-out (count / shape[1])."""
     count = math.prod(shape)
-    if not shape or shape[0] == 0:
-        raise CaffeliteError(f"cannot compute fan-in of a blob of shape {shape}")
+    if not shape or count == 0:
+        raise CaffeliteError(
+            f"cannot compute fan-in and fan-out of a blob of shape {shape}"
+            + (" (it is empty: does a bottom have a zero dimension?)" if shape else "")
+        )
     fan_in = count // shape[0]
     fan_out = count // shape[1] if len(shape) > 1 else count
     return fan_in, fan_out

@@ -69,20 +69,37 @@ def test_overflowing_shape_is_refused_against_available_memory():
 
 
 def test_work_array_too_large_is_named():
-    # The blobs fit (the data is 4 MiB, the output 16 KiB), the im2col buffer does not:
-    # 256 * 11 * 11 rows of 64 * 64 columns, about 507 MB.
+    # A pad of 2000 makes the output and its im2col buffer far larger than the 1 MiB limit.
     text = """
     layer { name: "data" type: "Input" top: "data"
-            input_param { shape { dim: 1 dim: 256 dim: 64 dim: 64 } } }
+            input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
     layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-            convolution_param { num_output: 1 kernel_size: 11 pad: 5 } }
+            convolution_param { num_output: 1 kernel_size: 3 pad: 2000 } }
     """
-    with limits.memory_limit("64M"):
-        net = _net(text)
+    with limits.memory_limit("1M"):
         with pytest.raises(
-            CaffeliteError, match=r"layer 'conv' \(type Convolution\): work array '\w+'"
+            CaffeliteError,
+            match=r"layer 'conv' \(type Convolution\): .*of "
+            r"shape \(.*\) needs .* more than the memory limit of 1\.0 MiB",
         ):
-            net.forward()
+            _net(text).forward()
+
+
+def test_a_pooling_window_past_the_input_is_refused():
+    """Caffe's ceil rounding with a huge stride adds a window wholly outside the input."""
+    text = """
+    layer { name: "data" type: "Input" top: "data"
+            input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }
+    layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"
+            pooling_param { pool: MAX kernel_size: 2 stride: 1048576 } }
+    """
+    with pytest.raises(
+        CaffeliteError,
+        match=r"layer 'pool' \(type Pooling\): the last pooling "
+        r"window starts outside the input: input 8x8, kernel 2x2, stride "
+        r"1048576x1048576, pad 0x0 give 2x2 windows",
+    ):
+        _net(text)
 
 
 def test_blobs_that_fit_alone_but_not_together_are_refused_before_forward():
@@ -166,3 +183,15 @@ def test_a_failed_reshape_leaves_the_blob_as_it_was():
             blob.reshape(1000, 1000)
     assert blob.shape == (2, 3)
     np.testing.assert_array_equal(blob.data, np.ones((2, 3)))
+
+
+def test_a_zero_dimension_reaching_a_filler_is_named():
+    """Found by tools/fuzz.py: an input with 0 channels gave a ZeroDivisionError."""
+    text = """
+    layer { name: "data" type: "Input" top: "data"
+            input_param { shape { dim: 2 dim: 0 dim: 8 dim: 8 } } }
+    layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+            convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "xavier" } } }
+    """
+    with pytest.raises(CaffeliteError, match=r"shape \(2, 0, 3, 3\) \(it is empty"):
+        _net(text)

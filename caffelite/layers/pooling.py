@@ -118,6 +118,14 @@ class PoolingLayer(Layer):
                 f"pooled output would be empty: input {height}x{width}, kernel {kh}x{kw}, "
                 f"stride {sh}x{sw}, pad {ph}x{pw} give {oh}x{ow}"
             )
+        if (oh - 1) * sh - ph >= height or (ow - 1) * sw - pw >= width:
+            # Caffe's ceil rounding with pad 0 can add a window that starts past the input
+            # (its output is -FLT_MAX); the kernels would read outside the image.
+            raise self.error(
+                f"the last pooling window starts outside the input: input {height}x{width}, "
+                f"kernel {kh}x{kw}, stride {sh}x{sw}, pad {ph}x{pw} give {oh}x{ow} windows; "
+                "use a smaller stride"
+            )
         self.out_hw = (oh, ow)
         top[0].reshape(num, channels, oh, ow)
         if len(top) > 1:

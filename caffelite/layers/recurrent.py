@@ -19,12 +19,8 @@ initial state or out of the exposed final state (truncated backpropagation).
 
 from __future__ import annotations
 
-import logging
-
 from caffelite.layer import Layer
 from caffelite.proto import caffe_pb2
-
-logger = logging.getLogger("caffelite")
 
 
 def add_layer(net_param, type_name: str, name: str, bottoms=(), tops=(), params=()):
@@ -180,7 +176,8 @@ class RecurrentLayer(Layer):
             net_param.layer[-1].loss_weight.append(1)
         self.net = Net(net_param, self.phase)
         self.last_layer = len(self.net.layers) - 1 - len(self.output_names)
-        self.debug_info = param.debug_info
+        # Caffe's unrolled_net_->set_debug_info: the inner net logs Caffe's per-layer lines.
+        self.net.debug_info = bool(param.debug_info)
         blobs = self.net.blobs
         self.recur_inputs = [blobs[name] for name in self.recurrent_input_names()]
         self.recur_outputs = [blobs[name] for name in self.recurrent_output_names()]
@@ -283,51 +280,14 @@ class RecurrentLayer(Layer):
                 start.data[...] = final.data if final.shape == start.shape else 0
         for layer_id in range(self.last_layer + 1):
             self.net.forward_layer(layer_id)
-            if self.debug_info:
-                self._log_forward(layer_id)
 
     def backward(self, top, propagate_down, bottom):
         if len(propagate_down) > 1 and propagate_down[1]:
             raise self.error("cannot backpropagate to the sequence indicators (bottom[1], cont)")
         for layer_id in range(self.last_layer, -1, -1):
             self.net.backward_layer(layer_id)
-            if self.debug_info:
-                self._log_backward(layer_id)
         if self.expose_hidden:
             offset = 2 + self.static_input
             for j in range(len(self.recur_inputs)):
                 if propagate_down[offset + j]:
                     bottom[offset + j].diff[...] = 0
-
-    # ---- debug_info (Caffe's Net::ForwardDebugInfo / BackwardDebugInfo) --------------------
-    def _log_forward(self, layer_id: int) -> None:
-        net = self.net
-        for blob_id, blob in zip(net.top_ids[layer_id], net.top_vecs[layer_id], strict=True):
-            _log("Forward", net, layer_id, f"top blob {net._blob_names[blob_id]} data", blob.data)
-        for j, blob in enumerate(net.layers[layer_id].blobs):
-            _log("Forward", net, layer_id, f"param blob {j} data", blob.data)
-
-    def _log_backward(self, layer_id: int) -> None:
-        net = self.net
-        if not net.layer_need_backward[layer_id]:
-            return
-        bottoms = zip(
-            net.bottom_ids[layer_id],
-            net.bottom_vecs[layer_id],
-            net.bottom_need_backward[layer_id],
-            strict=True,
-        )
-        for blob_id, blob, need in bottoms:
-            if need:
-                name = net._blob_names[blob_id]
-                _log("Backward", net, layer_id, f"bottom blob {name} diff", blob.diff)
-        for j, blob in enumerate(net.layers[layer_id].blobs):
-            _log("Backward", net, layer_id, f"param blob {j} diff", blob.diff)
-
-
-def _log(direction: str, net, layer_id: int, what: str, array) -> None:
-    """One of Caffe's debug lines: the mean absolute value of a blob's data or diff."""
-    mean_abs = float(abs(array).sum()) / max(array.size, 1)
-    logger.info(
-        "    [%s] Layer %s, %s: %.6g", direction, net._layer_names[layer_id], what, mean_abs
-    )

@@ -165,6 +165,8 @@ def test_debug_info_logs_the_unrolled_net(caplog):
         layer.backward(top, [True, False], bottom)
     text = caplog.text
     assert "[Forward] Layer lstm1_unit_4, top blob h_4" in text
+    # Caffe's wording: forward names a parameter by its ParamSpec name, backward by index.
+    assert "[Forward] Layer lstm1_x_transform, param blob W_xc data" in text
     assert "[Backward] Layer lstm1_x_transform, param blob 0 diff" in text
 
 

@@ -152,9 +152,6 @@ def get_solver(param_or_path, source=None):
 
 
 # ---- small helpers ------------------------------------------------------------------
-_fmt = caffe_number
-
-
 class _FunctionCallback:
     def __init__(self, on_start, on_gradients_ready):
         self._on_start = on_start
@@ -495,7 +492,7 @@ class Solver:
         if p.display and self.iter % p.display == 0:
             loss = self.net.forward_from_to()
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
-            logger.info("Iteration %d, loss = %s", self.iter, _fmt(self.smoothed_loss))
+            logger.info("Iteration %d, loss = %s", self.iter, caffe_number(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         logger.info("Optimization Done.")
@@ -520,10 +517,10 @@ class Solver:
         logger.info(
             "Iteration %d (%s iter/s, %ss/%d iters), loss = %s",
             self.iter,
-            _fmt(per_s),
-            _fmt(lapse),
+            caffe_number(per_s),
+            caffe_number(lapse),
             p.display,
-            _fmt(self.smoothed_loss),
+            caffe_number(self.smoothed_loss),
         )
         self._timer_start = now
         self._iterations_last = self.iter
@@ -541,9 +538,18 @@ class Solver:
         index = 0
         for name, array, weight in values:
             for value in np.asarray(array).ravel():
-                extra = f" (* {_fmt(weight)} = {_fmt(weight * value)} loss)" if weight else ""
+                extra = (
+                    f" (* {caffe_number(weight)} = {caffe_number(weight * value)} loss)"
+                    if weight
+                    else ""
+                )
                 logger.info(
-                    "    %s net output #%d: %s = %s%s", kind, index, name, _fmt(value), extra
+                    "    %s net output #%d: %s = %s%s",
+                    kind,
+                    index,
+                    name,
+                    caffe_number(value),
+                    extra,
                 )
                 index += 1
 
@@ -604,7 +610,7 @@ class Solver:
         if p.test_compute_loss and test_iter > 0:
             loss /= test_iter
             self.test_losses[test_net_id] = loss
-            logger.info("Test loss: %s", _fmt(loss))
+            logger.info("Test loss: %s", caffe_number(loss))
         results: OrderedDict = OrderedDict()
         if sums is not None:
             logged = []
@@ -631,7 +637,7 @@ class Solver:
         rate = self.get_learning_rate()
         p = self.param
         if p.display and self.iter % p.display == 0:
-            logger.info("Iteration %d, lr = %s", self.iter, _fmt(rate))
+            logger.info("Iteration %d, lr = %s", self.iter, caffe_number(rate))
         self.clip_gradients()
         for param_id in range(len(self.net.learnable_params)):
             self.normalize(param_id)
@@ -656,9 +662,9 @@ class Solver:
             scale = clip / norm
             logger.info(
                 "Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
-                _fmt(norm),
-                _fmt(clip),
-                _fmt(scale),
+                caffe_number(norm),
+                caffe_number(clip),
+                caffe_number(scale),
             )
             for diff in diffs:
                 diff *= scale

@@ -30,6 +30,17 @@ def require(module: str):
         ) from None
 
 
+
+def unique_name(hint: str, used: set[str]) -> str:
+    """``hint``, or ``hint_1``, ``hint_2``... : the first not in ``used``, which it joins."""
+    name, i = hint, 1
+    while name in used:
+        name = f"{hint}_{i}"
+        i += 1
+    used.add(name)
+    return name
+
+
 class GraphBuilder:
     """Collects ONNX nodes and initializers; hands out fresh value names."""
 
@@ -43,12 +54,7 @@ class GraphBuilder:
     # ---- names ----------------------------------------------------------------------
     def fresh(self, hint: str) -> str:
         """A value name not used yet, derived from ``hint``."""
-        name, i = hint, 1
-        while name in self._used:
-            name = f"{hint}_{i}"
-            i += 1
-        self._used.add(name)
-        return name
+        return unique_name(hint, self._used)
 
     def reserve(self, name: str) -> None:
         self._used.add(name)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from caffelite.errors import CaffeliteError
-from caffelite.onnx.graph import require
+from caffelite.onnx.graph import require, unique_name
 
 _HANDLERS: dict[str, Callable] = {}
 
@@ -171,12 +171,7 @@ class _Importer:
         self._layer_names: set[str] = set()
 
     def layer_name(self, hint: str) -> str:
-        name, i = hint, 1
-        while name in self._layer_names:
-            name = f"{hint}_{i}"
-            i += 1
-        self._layer_names.add(name)
-        return name
+        return unique_name(hint, self._layer_names)
 
     def run(self):
         for value in self.graph.input:

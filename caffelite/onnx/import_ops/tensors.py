@@ -18,17 +18,20 @@ _REDUCE = {
 FLOAT, INT32, INT64 = 1, 6, 7
 
 
-def _bias_after(ctx, value: str, size: int):
-    """An Add of a constant vector right after ``value``: (its index, node, vector) or None."""
+def _absorb_bias(ctx, value: str, size: int, blobs: list) -> tuple[str, bool]:
+    """An Add of a constant vector right after ``value`` becomes the layer's bias: it is
+    taken, the vector appended to ``blobs``; (the layer's top, whether it has a bias)."""
     found = ctx.sole_consumer(value)
     if found is None or found[1].op_type != "Add":
-        return None
+        return value, False
     index, node = found
     other = [n for n in node.input if n != value]
     bias = ctx.const_of(other[0]) if len(other) == 1 else None
     if bias is None or bias.size != size:
-        return None
-    return index, node, bias.reshape(-1)
+        return value, False
+    ctx.take(index)
+    blobs.append(bias.reshape(-1))
+    return node.output[0], True
 
 
 def _scalar_factor_after(ctx, value: str):
@@ -74,18 +77,13 @@ def matmul(ctx) -> None:
     w = ctx.const(1)
     if w is None or w.ndim != 2:
         raise ctx.error("only a product with a constant matrix is supported")
-    top = ctx.outputs[0]
     blobs = [w]
-    bias = _bias_after(ctx, top, w.shape[1])
-    if bias is not None:
-        ctx.take(bias[0])
-        top = bias[1].output[0]
-        blobs.append(bias[2])
+    top, has_bias = _absorb_bias(ctx, ctx.outputs[0], w.shape[1], blobs)
     layer = ctx.layer("InnerProduct", [ctx.blob(0)], [top], blobs)
     param = layer.inner_product_param
     param.num_output, param.transpose = w.shape[1], True
     param.axis = len(ctx.in_shape()) - 1
-    param.bias_term = bias is not None
+    param.bias_term = has_bias
 
 
 def _reshape(ctx, bottom: str, out_shape, in_shape) -> None:
@@ -242,16 +240,12 @@ def _embed(ctx, index: int, gather) -> None:
     if weights is None or weights.ndim != 2 or axis != 0 or gather.input[1] != ctx.outputs[0]:
         raise ctx.error("only Gather(constant table, Cast(indices)) along axis 0 maps to Embed")
     ctx.take(index)
-    top, blobs = gather.output[0], [weights]
-    bias = _bias_after(ctx, top, weights.shape[1])
-    if bias is not None:
-        ctx.take(bias[0])
-        top = bias[1].output[0]
-        blobs.append(bias[2])
+    blobs = [weights]
+    top, has_bias = _absorb_bias(ctx, gather.output[0], weights.shape[1], blobs)
     layer = ctx.layer("Embed", [ctx.blob(0)], [top], blobs)
     param = layer.embed_param
     param.input_dim, param.num_output = weights.shape
-    param.bias_term = bias is not None
+    param.bias_term = has_bias
 
 
 @register_importer(*_REDUCE)

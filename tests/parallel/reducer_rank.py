@@ -2,10 +2,12 @@
 
 Least squares on 8 samples, 4 per rank, iter_size 2 of batch 2, float64, one bucket
 per parameter; writes the final weights, when each bucket's all-reduce started, and
-whether bcast made rank 1's different start rank 0's.
+whether bcast made rank 1's different start rank 0's. Mode ``hang``: rank 1 stalls
+before iteration 3 and rank 0's watchdog (a 2 s timeout) must end the job.
 """
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,8 @@ import caffelite as caffe  # noqa: E402
 from caffelite import backend  # noqa: E402
 from caffelite.parallel import mpi  # noqa: E402
 
-out, layer_wise = Path(sys.argv[1]), sys.argv[2] == "layer_wise"
+out, mode = Path(sys.argv[1]), sys.argv[2]
+layer_wise = mode == "layer_wise"
 comm = mpi.join_world()
 rank = comm.Get_rank()
 with backend.precision(np.float64):
@@ -29,8 +32,24 @@ with backend.precision(np.float64):
     solver = caffe.SGDSolver(param)
     sn.feed(solver, x[mine], y[mine])
     reducer = mpi.MPIGradientReducer(
-        solver, comm, layer_wise=layer_wise, first_bucket_bytes=1, bucket_bytes=1
+        solver,
+        comm,
+        layer_wise=layer_wise,
+        first_bucket_bytes=1,
+        bucket_bytes=1,
+        timeout=2.0 if mode == "hang" else mpi.DEFAULT_TIMEOUT,
     )
+    if mode == "hang" and rank == 1:
+
+        class Stall:
+            def on_start(self):
+                if solver.iter == 3:
+                    time.sleep(120)  # alive but stuck: only the watchdog can end this
+
+            def on_gradients_ready(self):
+                pass
+
+        solver.add_callback(Stall())
     started = []
     solver.net.after_backward(lambda layer_id: started.append((layer_id, reducer._started)))
     solver.step(5)

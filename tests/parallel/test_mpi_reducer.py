@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,26 @@ def test_two_ranks_apply_the_mean_gradient_of_all_samples(tmp_path, mode):
         assert (last_pass == [[0, 2, 2]] * 5).all()  # both sent right after ip's backward
     else:
         assert (last_pass == 0).all()  # all sent in on_gradients_ready
+
+
+def test_a_stalled_rank_ends_the_job_through_the_watchdog(tmp_path):
+    """Rank 1 is alive but stuck (no launcher notices): rank 0 waits its timeout, names
+    rank 1 and aborts the job, well before the stall would have ended."""
+    if mpiexec() is None:  # pragma: no cover - the mpi extra installs one
+        pytest.skip("no mpiexec")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [mpiexec(), "-n", "2", sys.executable, str(SCRIPT), str(tmp_path), "hang"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    elapsed = time.perf_counter() - started
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "rank 0 of 2: waited 2 s at iteration 3 for the gradients of rank(s) 1" in output
+    assert elapsed < 60, f"the job took {elapsed:.0f} s to end"
+    assert not list(tmp_path.glob("rank*.npz"))  # neither rank got past the stall
 
 
 def test_a_solver_built_for_another_place_in_the_job_is_refused(as_solver):

@@ -30,7 +30,6 @@ def require(module: str):
         ) from None
 
 
-
 def unique_name(hint: str, used: set[str]) -> str:
     """``hint``, or ``hint_1``, ``hint_2``... : the first not in ``used``, which it joins."""
     name, i = hint, 1

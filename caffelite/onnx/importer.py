@@ -42,6 +42,23 @@ def _load_handlers() -> None:
     import caffelite.onnx.import_ops  # noqa: F401  (registers the built-in handlers)
 
 
+def operand_geometry(operand_shape, shape):
+    """How a constant of ``operand_shape`` broadcasts against ``shape``, as Caffe's
+    ``(axis, operand shape)`` (the span of its non-unit axes), or None if it spans no axis
+    or does not cover whole axes of ``shape``."""
+    rank = len(shape)
+    if len(operand_shape) > rank:
+        return None
+    padded = (1,) * (rank - len(operand_shape)) + tuple(operand_shape)
+    big = [i for i, d in enumerate(padded) if d != 1]
+    if not big:
+        return None
+    first, last = big[0], big[-1]
+    if any(padded[i] != shape[i] for i in range(first, last + 1)):
+        return None
+    return first, tuple(padded[first : last + 1])
+
+
 class NodeContext:
     """What a handler sees of one node, and how it adds Caffe layers."""
 
@@ -109,6 +126,23 @@ class NodeContext:
         return self.importer.constants.get(name)
 
     # ---- writing -----------------------------------------------------------------------
+    def absorb_add(self, value: str, geometry, blobs: list) -> tuple[str, bool]:
+        """An Add of a constant right after ``value``, broadcast along the same Caffe axes
+        as ``geometry`` ``(axis, operand shape)``, becomes this layer's bias: the Add is
+        taken and its values appended to ``blobs``. Returns (the layer's top, whether it
+        has a bias)."""
+        found = self.sole_consumer(value)
+        if found is None or found[1].op_type != "Add":
+            return value, False
+        index, node = found
+        other = [n for n in node.input if n != value]
+        bias = self.const_of(other[0]) if len(other) == 1 else None
+        if bias is None or operand_geometry(bias.shape, self.shape(value)) != geometry:
+            return value, False
+        self.take(index)
+        blobs.append(np.asarray(bias).reshape(geometry[1]))
+        return node.output[0], True
+
     def alias(self, output: str, blob: str) -> None:
         """``output`` is the same values as Caffe blob ``blob`` (no layer needed)."""
         self.importer.alias[output] = blob
@@ -193,6 +227,7 @@ class _Importer:
             handler(ctx)
         self._finish_outputs()
         _drop_dead_layers(self.net, self.graph_outputs)
+        _run_in_place(self.net, self.graph_outputs)
         self._silence_unread_inputs()
         return self.net
 
@@ -281,6 +316,33 @@ def _drop_dead_layers(net, outputs: set[str]) -> None:
             return
         for i in reversed(dead):
             del net.layer[i]
+
+
+#: Layers that Caffe runs in place on their bottom, as its deploy nets write them.
+IN_PLACE_TYPES = frozenset({"BatchNorm", "Scale", "Bias", "ReLU"})
+
+
+def _run_in_place(net, outputs: set[str]) -> None:
+    """Run a BatchNorm, Scale, Bias or ReLU in place on its bottom where no other layer
+    reads that bottom, as Caffe's deploy nets do: ONNX names every value, but in Caffe an
+    in-place Convolution -> BatchNorm -> Scale -> ReLU chain is what TEST folding fuses
+    (caffelite.fold), so the imported net runs, and rounds, like the one exported; and
+    the intermediate blobs are not kept: the chain's blob has its last value's name (an
+    exported Caffe net's own blob name). Graph inputs and outputs keep their names."""
+    inputs = {t for layer in net.layer if layer.type == "Input" for t in layer.top}
+    for index, layer in enumerate(net.layer):
+        if layer.type not in IN_PLACE_TYPES or len(layer.bottom) != 1 or len(layer.top) != 1:
+            continue
+        bottom, top = layer.bottom[0], layer.top[0]
+        if bottom == top or bottom in inputs or bottom in outputs or top in outputs:
+            continue
+        writers = [j for j in range(index) if bottom in net.layer[j].top]
+        readers = sum(list(other.bottom).count(bottom) for other in net.layer[writers[-1] + 1 :])
+        if readers != 1:  # read again (as this version) later: keep its values
+            continue
+        for earlier in net.layer[writers[0] : index + 1]:  # the chain takes the last name
+            earlier.bottom[:] = [top if b == bottom else b for b in earlier.bottom]
+            earlier.top[:] = [top if t == bottom else t for t in earlier.top]
 
 
 def import_onnx(source, batch: int = 1):

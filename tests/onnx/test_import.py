@@ -70,6 +70,61 @@ def test_embed_round_trip():
     assert all(error == 0 for _, _, error in round_trip_errors(net, integers=7))
 
 
+CHAIN = """
+layer { name: "c" type: "Convolution" bottom: "x" top: "c"
+        convolution_param { num_output: 3 kernel_size: 3 } }
+layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }
+layer { name: "s" type: "Scale" bottom: "c" top: "c" scale_param { bias_term: true } }
+layer { name: "r" type: "ReLU" bottom: "c" top: "c" }
+layer { name: "p" type: "Pooling" bottom: "c" top: "y" pooling_param { kernel_size: 2 } }
+"""
+
+
+def in_place_layers(net) -> list[str]:
+    return [
+        name
+        for name, bottoms, tops in zip(net._layer_names, net.bottom_vecs, net.top_vecs, strict=True)
+        if len(bottoms) == 1 and len(tops) == 1 and bottoms[0] is tops[0]
+    ]
+
+
+def test_conv_batchnorm_scale_relu_comes_back_in_place_and_folded():
+    """ONNX names every value; the import runs the chain in place again, under the
+    Caffe blob name, with Scale's bias kept in the Scale, so TEST folding fuses it as
+    in the exported net and the outputs are bitwise equal."""
+    from caffelite import fold
+
+    net = net_from_snippet(CHAIN, X)
+    randomize(net, np.random.default_rng(0))
+    back = imported_net(export(net))
+    assert [layer.type for layer in back.layers] == [
+        "Input", "Convolution", "BatchNorm", "Scale", "ReLU", "Pooling"
+    ]  # fmt: skip
+    assert len(in_place_layers(back)) == 3 and "c" in back.blobs
+    assert back.layers[3].bias_term
+    assert [e.layer_ids for e in fold.plan(back).values()] == [[2, 3, 4]]
+    assert all(error == 0 for _, _, error in round_trip_errors(net))
+
+
+def test_a_value_read_twice_is_not_overwritten_in_place():
+    text = """
+layer { name: "c" type: "Convolution" bottom: "x" top: "c"
+        convolution_param { num_output: 3 kernel_size: 3 } }
+layer { name: "bn" type: "BatchNorm" bottom: "c" top: "n" }
+layer { name: "r" type: "ReLU" bottom: "n" top: "n" }
+layer { name: "raw" type: "Pooling" bottom: "c" top: "y" pooling_param { kernel_size: 2 } }
+layer { name: "p" type: "Pooling" bottom: "n" top: "z" pooling_param { kernel_size: 2 } }
+"""
+    net = net_from_snippet(text, X)
+    randomize(net, np.random.default_rng(0))
+    back = imported_net(export(net))
+    types = [layer.type for layer in back.layers]
+    bn, relu = types.index("BatchNorm"), types.index("ReLU")
+    assert back.bottom_vecs[bn][0] is not back.top_vecs[bn][0]  # "raw" still reads c
+    assert back.bottom_vecs[relu][0] is back.top_vecs[relu][0]  # n has one reader
+    assert all(error == 0 for _, _, error in round_trip_errors(net))
+
+
 def deploy_round_trip(relative, spatial=None):
     from caffelite.net import load_net_param
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffelite.onnx.importer import register_importer
+from caffelite.onnx.importer import operand_geometry, register_importer
 from caffelite.proto import caffe_pb2
 
 _E = caffe_pb2.EltwiseParameter
@@ -54,7 +54,7 @@ def prelu(ctx) -> None:
         layer = ctx.layer("PReLU", [ctx.blob(0)], ctx.outputs, [slope.reshape(())])
         layer.prelu_param.channel_shared = True
         return
-    operand = _operand_geometry(ctx, slope, shape)
+    operand = operand_geometry(slope.shape, shape)
     if operand is None or operand[0] != 1 or len(operand[1]) != 1:
         raise ctx.error(f"a slope of shape {slope.shape} is not per channel")
     ctx.layer("PReLU", [ctx.blob(0)], ctx.outputs, [slope.reshape(-1)])
@@ -99,21 +99,6 @@ def clip(ctx) -> None:
     param.max = float(high) if high is not None else float(ctx.attr("max", finfo.max))
 
 
-def _operand_geometry(ctx, const, shape):
-    """Caffe's (axis, operand shape) for a constant broadcast against ``shape``, or None."""
-    rank = len(shape)
-    if const.ndim > rank:
-        return None
-    padded = (1,) * (rank - const.ndim) + tuple(const.shape)
-    big = [i for i, d in enumerate(padded) if d != 1]
-    if not big:
-        return None
-    first, last = big[0], big[-1]
-    if any(padded[i] != shape[i] for i in range(first, last + 1)):
-        return None
-    return first, tuple(padded[first : last + 1])
-
-
 def _with_constant(ctx, op: str, x: str, const) -> None:
     """``x op c``: Power for a scalar, Scale or Bias for a constant along some axes."""
     if const.size == 1:
@@ -123,8 +108,8 @@ def _with_constant(ctx, op: str, x: str, const) -> None:
         if op == "Div":
             return _power(ctx, x, scale=1.0 / c)
         return _power(ctx, x, shift=c if op == "Add" else -c)
-    geometry = _operand_geometry(
-        ctx, const, ctx.shape(x) if x in ctx.importer.shapes else ctx.in_shape()
+    geometry = operand_geometry(
+        const.shape, ctx.shape(x) if x in ctx.importer.shapes else ctx.in_shape()
     )
     if geometry is None or geometry[0] == 0:
         raise ctx.error(
@@ -134,8 +119,11 @@ def _with_constant(ctx, op: str, x: str, const) -> None:
     axis, shape = geometry
     values = np.asarray(const, np.float64).reshape(shape)
     if op in ("Mul", "Div"):
-        layer = ctx.layer("Scale", [x], ctx.outputs, [values if op == "Mul" else 1.0 / values])
+        blobs = [values if op == "Mul" else 1.0 / values]
+        top, has_bias = ctx.absorb_add(ctx.outputs[0], geometry, blobs)  # Scale's bias_term
+        layer = ctx.layer("Scale", [x], [top], blobs)
         layer.scale_param.axis, layer.scale_param.num_axes = axis, len(shape)
+        layer.scale_param.bias_term = has_bias
     else:
         layer = ctx.layer("Bias", [x], ctx.outputs, [values if op == "Add" else -values])
         layer.bias_param.axis, layer.bias_param.num_axes = axis, len(shape)
@@ -170,7 +158,7 @@ def _broadcast_tensors(ctx, op: str, sa, sb) -> None:
     second bottom (reshaped to drop the unit axes Caffe does not broadcast)."""
     if op not in ("Mul", "Add") or len(sb) > len(sa):
         raise ctx.error(f"broadcasting {sb} against {sa} in {op} is not supported")
-    geometry = _operand_geometry(ctx, np.empty(sb, np.float32), sa)
+    geometry = operand_geometry(sb, sa)
     if geometry is None:
         raise ctx.error(f"broadcasting {sb} against {sa} does not span whole Caffe axes")
     axis, shape = geometry

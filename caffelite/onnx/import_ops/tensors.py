@@ -19,19 +19,8 @@ FLOAT, INT32, INT64 = 1, 6, 7
 
 
 def _absorb_bias(ctx, value: str, size: int, blobs: list) -> tuple[str, bool]:
-    """An Add of a constant vector right after ``value`` becomes the layer's bias: it is
-    taken, the vector appended to ``blobs``; (the layer's top, whether it has a bias)."""
-    found = ctx.sole_consumer(value)
-    if found is None or found[1].op_type != "Add":
-        return value, False
-    index, node = found
-    other = [n for n in node.input if n != value]
-    bias = ctx.const_of(other[0]) if len(other) == 1 else None
-    if bias is None or bias.size != size:
-        return value, False
-    ctx.take(index)
-    blobs.append(bias.reshape(-1))
-    return node.output[0], True
+    """An Add of a ``(size,)`` vector along the last axis after ``value``: the bias."""
+    return ctx.absorb_add(value, (len(ctx.shape(value)) - 1, (size,)), blobs)
 
 
 def _scalar_factor_after(ctx, value: str):

@@ -156,7 +156,23 @@ class HDF5DataLayer(Layer):
             limits.check_allocation(dataset.shape, self._dtype.itemsize, f"dataset {name!r}")
         except limits.SizeLimitError as exc:
             raise self.error(f"HDF5 file {path!r}: {exc}") from None
-        return np.asarray(dataset[()], dtype=self._dtype)
+        return self._as_blob_type(dataset[()], path, name)
+
+    def _as_blob_type(self, values, path: str, name: str):
+        """``values`` in the blobs' float type; a finite value too large for it (a float64
+        file read into float32 blobs) is refused, where a cast would make it inf."""
+        with np.errstate(over="ignore"):
+            cast = np.asarray(values, dtype=self._dtype)
+        if values.dtype.kind == "f" and values.dtype.itemsize > self._dtype.itemsize:
+            overflow = np.isfinite(values) & ~np.isfinite(cast)
+            if overflow.any():
+                index = np.unravel_index(int(np.argmax(overflow)), values.shape)
+                raise self.error(
+                    f"dataset {name!r} in {path!r}: value {values[index]:g} at row "
+                    f"{index[0]} (index {tuple(int(i) for i in index)}) is beyond the "
+                    f"range of {self._dtype} blobs"
+                )
+        return cast
 
     def _next_file(self) -> None:
         """At the end of a file: the next one (wrapping, reshuffling), or reshuffle rows."""

@@ -157,6 +157,28 @@ def test_errors_name_files_and_datasets(tmp_path):
         layer.forward(bottom, top)
 
 
+def test_a_float64_value_beyond_float32_is_refused_not_made_inf(tmp_path):
+    data, label = file_rows(3)
+    data[2, 1, 0] = 1e39  # finite in the file, inf as float32
+    listing = write_list(tmp_path, write_h5(tmp_path / "big.h5", data=data, label=label))
+    with pytest.raises(
+        CaffeliteError,
+        match=r"dataset 'data' in '.*big\.h5': value 1e\+39 at row 2 \(index \(2, 1, 0\)\) "
+        r"is beyond the range of float32 blobs",
+    ):
+        hdf5_layer(listing, 1)
+    layer, bottom, top = hdf5_layer(listing, 3, dtype=np.float64)  # fits a float64 net
+    layer.forward(bottom, top)
+    assert top[0].data[2, 1, 0] == 1e39
+    data[2, 1, 0] = np.inf  # stored as inf: the data's own value, kept
+    inf_listing = write_list(
+        tmp_path, write_h5(tmp_path / "inf.h5", data=data, label=label), name="i"
+    )
+    layer, bottom, top = hdf5_layer(inf_listing, 3)
+    layer.forward(bottom, top)
+    assert np.isinf(top[0].data[2, 1, 0])
+
+
 def test_hdf5_output_appends_each_batch(tmp_path):
     path = tmp_path / "out.h5"
     rng = np.random.default_rng(1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 from numba import cuda
+from numba.core import config as numba_config
 
 from caffelite.errors import CaffeliteError
 
@@ -35,6 +36,19 @@ _device_function = cuda.jit(device=True)
 
 
 # ---- launching -------------------------------------------------------------------------
+def _quiet_low_occupancy_warnings() -> None:
+    """Small layers launch few blocks by nature (LeNet's at batch 1): numba's warning
+    about it would fill every user's log, and fails a test run under ``-W error``."""
+    numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    if not numba_config.ENABLE_CUDASIM:
+        from numba.cuda import dispatcher  # numba-cuda reads its own config module here
+
+        getattr(dispatcher, "config", numba_config).CUDA_LOW_OCCUPANCY_WARNINGS = 0
+
+
+_quiet_low_occupancy_warnings()
+
+
 def _launch(kernel, count: int, *arrays_then_scalars):
     """Run ``kernel`` with one thread per each of ``count`` outputs.
 

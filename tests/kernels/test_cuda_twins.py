@@ -91,6 +91,7 @@ class Device:
         if self.name != "gpu":
             kernel(*args)
             return
+        self.cupy.cuda.Device().synchronize()  # the inputs, put on the null stream
         stream = self.cupy.cuda.Stream(non_blocking=True)
         with stream:
             kernel(*args)

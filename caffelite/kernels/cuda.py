@@ -50,7 +50,7 @@ _quiet_low_occupancy_warnings()
 
 
 def _launch(kernel, count: int, *arrays_then_scalars):
-    """Run ``kernel`` with one thread per each of ``count`` outputs.
+    """Run ``kernel`` with one thread for each of its ``count`` outputs.
 
     Device (CuPy) arrays are wrapped for numba without the stream synchronisation that
     numba's default import of ``__cuda_array_interface__`` does, and the kernel goes on

@@ -27,9 +27,11 @@ def _pair(param, repeated: str, name_h: str | None, default: int) -> tuple[int, 
 
 
 class TorchNet:
-    """Runs the layers of ``net`` (a caffelite Net) in order on torch tensors."""
+    """Runs the layers of ``net`` (a caffelite Net) in order on torch tensors, on
+    ``device`` ("cpu", or "cuda" for the GPU comparison of benchmarks/gpu_check.py)."""
 
-    def __init__(self, net):
+    def __init__(self, net, device: str = "cpu"):
+        self.device = torch.device(device)
         self.steps = []
         self.params: list[torch.Tensor] = []
         self.inputs = list(net.inputs)
@@ -40,7 +42,7 @@ class TorchNet:
             self.steps.append((name, self._function(layer, weights), bottoms, tops))
 
     def _param(self, array) -> torch.Tensor:
-        tensor = torch.from_numpy(np.array(array)).requires_grad_(True)
+        tensor = torch.from_numpy(np.array(array)).to(self.device).requires_grad_(True)
         self.params.append(tensor)
         return tensor
 
@@ -80,8 +82,8 @@ class TorchNet:
         if kind == "BatchNorm":
             factor = float(layer.blobs[2].data[0])
             factor = 1.0 / factor if factor else 0.0
-            mean = torch.from_numpy(layer.blobs[0].data * factor)
-            var = torch.from_numpy(layer.blobs[1].data * factor)
+            mean = torch.from_numpy(layer.blobs[0].data * factor).to(self.device)
+            var = torch.from_numpy(layer.blobs[1].data * factor).to(self.device)
             eps = lp.batch_norm_param.eps
             return lambda x: F.batch_norm(x, mean, var, training=False, eps=eps)
         if kind == "Scale":
@@ -130,10 +132,11 @@ def max_difference(net, torch_net, inputs: dict) -> float:
         net.blobs[name].data[...] = array
     net.forward()
     with torch.no_grad():
-        blobs = torch_net.forward(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+        tensors = {k: torch.from_numpy(v).to(torch_net.device) for k, v in inputs.items()}
+        blobs = torch_net.forward(**tensors)
     worst = 0.0
     for name in net.outputs:
-        ours, theirs = net.blobs[name].data, blobs[name].numpy()
+        ours, theirs = net.blobs[name].data, blobs[name].cpu().numpy()
         scale = max(float(np.abs(theirs).max()), 1e-30)
         worst = max(worst, float(np.abs(ours - theirs).max()) / scale)
     return worst

@@ -1,0 +1,397 @@
+"""The CUDA kernels: numba.cuda twins of :mod:`caffelite.kernels.cpu`, one thread per output.
+
+Same function names and arguments as the CPU module (the contract is in
+:mod:`caffelite.kernels`), with Caffe's CUDA kernels as the semantic model
+(``im2col.cu``, ``pooling_layer.cu``, ``lrn_layer.cu``): every thread computes one
+output element and writes it once, so no kernel needs atomics and every result is
+deterministic. Where the CPU loop scatters (col2im, pooling backward), the thread of
+an input pixel gathers its contributions instead, in the order the CPU loop adds
+them, so the sums are bit-identical to the CPU's where the arithmetic is.
+
+Why numba.cuda rather than CuPy RawKernels: with ``NUMBA_ENABLE_CUDASIM=1`` numba runs
+these same kernels on the CPU, on numpy arrays, which is how CI checks each one against
+its CPU twin without a GPU (tests/kernels/test_cuda_twins.py). On a GPU they take CuPy
+arrays through ``__cuda_array_interface__`` and are launched on CuPy's current stream,
+so they are ordered with CuPy's own work and never wait for the device.
+
+Arrays are C-contiguous and are handed to the kernels flattened; each kernel decodes
+its thread's flat index into coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import cuda
+from numba.core import config as numba_config
+
+from caffelite.errors import CaffeliteError
+
+#: Threads per block: a multiple of the warp size, small enough that a block of
+#: simulated threads (Python threads under the simulator) stays cheap.
+THREADS_PER_BLOCK = 128
+
+_jit = cuda.jit(cache=True)
+_device_function = cuda.jit(device=True)
+
+
+# ---- launching -------------------------------------------------------------------------
+def _quiet_low_occupancy_warnings() -> None:
+    """Small layers launch few blocks by nature (LeNet's at batch 1): numba's warning
+    about it would fill every user's log, and fails a test run under ``-W error``."""
+    numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+    if not numba_config.ENABLE_CUDASIM:
+        from numba.cuda import dispatcher  # numba-cuda reads its own config module here
+
+        getattr(dispatcher, "config", numba_config).CUDA_LOW_OCCUPANCY_WARNINGS = 0
+
+
+_quiet_low_occupancy_warnings()
+
+
+def _launch(kernel, count: int, *arrays_then_scalars):
+    """Run ``kernel`` with one thread for each of its ``count`` outputs.
+
+    Device (CuPy) arrays are wrapped for numba without the stream synchronisation that
+    numba's default import of ``__cuda_array_interface__`` does, and the kernel goes on
+    CuPy's current stream, so the launch is asynchronous like CuPy's own kernels (and
+    can be captured in a CUDA graph). Numpy arrays (the simulator) are passed as they are.
+    """
+    if count == 0:
+        return
+    args = [_for_numba(a) for a in arrays_then_scalars]
+    blocks = math.ceil(count / THREADS_PER_BLOCK)
+    kernel[blocks, THREADS_PER_BLOCK, _stream_of(arrays_then_scalars[0])](*args)
+
+
+def _for_numba(value):
+    interface = getattr(value, "__cuda_array_interface__", None)
+    if interface is None:
+        return value
+    return cuda.from_cuda_array_interface(interface, owner=value, sync=False)
+
+
+_external_streams: dict[int, object] = {}
+
+
+def _stream_of(array):
+    """CuPy's current stream for a CuPy array; numba's default stream otherwise."""
+    if not hasattr(array, "__cuda_array_interface__"):
+        return 0
+    import cupy
+
+    pointer = cupy.cuda.get_current_stream().ptr
+    if pointer == 0:
+        return 0  # the legacy default stream, numba's default too
+    stream = _external_streams.get(pointer)
+    if stream is None:
+        stream = _external_streams[pointer] = cuda.external_stream(pointer)
+    return stream
+
+
+def _flat(array):
+    """``array`` as a 1-D view; a copy would lose the kernel's writes, so refuse one."""
+    if not array.flags.c_contiguous:
+        raise CaffeliteError(
+            f"CUDA kernels need C-contiguous arrays, got shape {array.shape} "
+            f"with strides {array.strides}"
+        )
+    return array.reshape(-1)
+
+
+def _zero(array):
+    """A zero of ``array``'s dtype: the kernels accumulate in it, as the CPU loops do."""
+    return array.dtype.type(0)
+
+
+# ---- im2col / col2im ----------------------------------------------------------------
+def im2col(x, col, kernel, stride, pad, dilation, batch_last):
+    n, c, h, w = x.shape
+    oh, ow = (col.shape[3], col.shape[4]) if batch_last else (col.shape[4], col.shape[5])
+    loop = _im2col_batch_last if batch_last else _im2col_batch_first
+    geometry = (*kernel, *stride, *pad, *dilation)
+    _launch(loop, col.size, _flat(x), _flat(col), n, c, h, w, oh, ow, *geometry)
+
+
+def col2im(col, dx, kernel, stride, pad, dilation, batch_last):
+    n, c, h, w = dx.shape
+    oh, ow = (col.shape[3], col.shape[4]) if batch_last else (col.shape[4], col.shape[5])
+    loop = _col2im_batch_last if batch_last else _col2im_batch_first
+    geometry = (*kernel, *stride, *pad, *dilation)
+    _launch(loop, dx.size, _flat(col), _flat(dx), _zero(dx), n, c, h, w, oh, ow, *geometry)
+
+
+@_device_function
+def _copy_pixel(x, col, t, plane, h, w, r, q):
+    """``col[t] = x[plane, r, q]``, or 0 in the padding."""
+    if 0 <= r < h and 0 <= q < w:
+        col[t] = x[(plane * h + r) * w + q]
+    else:
+        col[t] = 0
+
+
+@_jit
+def _im2col_batch_first(x, col, n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
+    # col is (n, C, kh, kw, oh, ow): consecutive threads write consecutive columns
+    t = cuda.grid(1)
+    if t >= col.size:
+        return
+    z, rest = t % ow, t // ow
+    y, rest = rest % oh, rest // oh
+    j, rest = rest % kw, rest // kw
+    i, plane = rest % kh, rest // kh
+    _copy_pixel(x, col, t, plane, h, w, y * sh - ph + i * dh, z * sw - pw + j * dw)
+
+
+@_jit
+def _im2col_batch_last(x, col, n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
+    # col is (C, kh, kw, oh, ow, n)
+    t = cuda.grid(1)
+    if t >= col.size:
+        return
+    b, rest = t % n, t // n
+    z, rest = rest % ow, rest // ow
+    y, rest = rest % oh, rest // oh
+    j, rest = rest % kw, rest // kw
+    i, ch = rest % kh, rest // kh
+    _copy_pixel(x, col, t, b * c + ch, h, w, y * sh - ph + i * dh, z * sw - pw + j * dw)
+
+
+@_device_function
+def _window_offset(pixel, pad, offset, stride, pooled):
+    """The output along one axis whose kernel cell ``offset`` lands on ``pixel``, or -1."""
+    position = pixel + pad - offset
+    if position < 0 or position % stride != 0 or position // stride >= pooled:
+        return -1
+    return position // stride
+
+
+@_jit
+def _col2im_batch_first(col, dx, zero, n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
+    # One thread per pixel sums the column entries that copied it, kernel cells in
+    # row-major order: the order in which the CPU loop adds them.
+    t = cuda.grid(1)
+    if t >= dx.size:
+        return
+    q, rest = t % w, t // w
+    r, plane = rest % h, rest // h
+    total = zero
+    for i in range(kh):
+        y = _window_offset(r, ph, i * dh, sh, oh)
+        if y < 0:
+            continue
+        for j in range(kw):
+            z = _window_offset(q, pw, j * dw, sw, ow)
+            if z >= 0:
+                total += col[(((plane * kh + i) * kw + j) * oh + y) * ow + z]
+    dx[t] = total
+
+
+@_jit
+def _col2im_batch_last(col, dx, zero, n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw):
+    t = cuda.grid(1)
+    if t >= dx.size:
+        return
+    q, rest = t % w, t // w
+    r, plane = rest % h, rest // h
+    b, ch = plane // c, plane % c
+    total = zero
+    for i in range(kh):
+        y = _window_offset(r, ph, i * dh, sh, oh)
+        if y < 0:
+            continue
+        for j in range(kw):
+            z = _window_offset(q, pw, j * dw, sw, ow)
+            if z >= 0:
+                total += col[((((ch * kh + i) * kw + j) * oh + y) * ow + z) * n + b]
+    dx[t] = total
+
+
+# ---- pooling --------------------------------------------------------------------------
+def max_pool_forward(x, y, argmax, kernel, stride, pad):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    geometry = (*kernel, *stride, *pad)
+    _launch(_max_pool_forward, y.size, _flat(x), _flat(y), _flat(argmax), h, w, oh, ow, *geometry)
+
+
+def max_pool_backward(dy, argmax, dx, kernel, stride, pad):
+    """Needs the window geometry, unlike the CPU twin: each input pixel's thread gathers
+    from the windows that can contain it, instead of scattering with atomics."""
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    geometry = (*kernel, *stride, *pad)
+    args = (_flat(dy), _flat(argmax), _flat(dx), _zero(dx), h, w, oh, ow, *geometry)
+    _launch(_max_pool_backward, dx.size, *args)
+
+
+def ave_pool_forward(x, y, kernel, stride, pad):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    geometry = (*kernel, *stride, *pad)
+    _launch(_ave_pool_forward, y.size, _flat(x), _flat(y), _zero(y), h, w, oh, ow, *geometry)
+
+
+def ave_pool_backward(dy, dx, kernel, stride, pad):
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    geometry = (*kernel, *stride, *pad)
+    _launch(_ave_pool_backward, dx.size, _flat(dy), _flat(dx), _zero(dx), h, w, oh, ow, *geometry)
+
+
+@_device_function
+def _windows_over(pixel, kernel, stride, pad, pooled):
+    """The outputs ``[lo, hi)`` along one axis whose windows contain ``pixel``."""
+    lo = 0 if pixel + pad < kernel else (pixel + pad - kernel) // stride + 1
+    hi = min((pixel + pad) // stride + 1, pooled)
+    return lo, hi
+
+
+@_jit
+def _max_pool_forward(x, y, argmax, h, w, oh, ow, kh, kw, sh, sw, ph, pw):
+    t = cuda.grid(1)
+    if t >= y.size:
+        return
+    px, rest = t % ow, t // ow
+    py, plane = rest % oh, rest // oh
+    r0, r1 = max(py * sh - ph, 0), min(py * sh - ph + kh, h)
+    q0, q1 = max(px * sw - pw, 0), min(px * sw - pw + kw, w)
+    base = plane * h * w
+    where = r0 * w + q0
+    best = x[base + where]
+    for r in range(r0, r1):
+        for q in range(q0, q1):
+            if x[base + r * w + q] > best:  # Caffe's tie rule: the first maximum stays
+                best, where = x[base + r * w + q], r * w + q
+    y[t] = best
+    argmax[t] = where
+
+
+@_jit
+def _max_pool_backward(dy, argmax, dx, zero, h, w, oh, ow, kh, kw, sh, sw, ph, pw):
+    # Windows in row-major order: the order in which the CPU loop adds them.
+    t = cuda.grid(1)
+    if t >= dx.size:
+        return
+    q, rest = t % w, t // w
+    r, plane = rest % h, rest // h
+    y0, y1 = _windows_over(r, kh, sh, ph, oh)
+    x0, x1 = _windows_over(q, kw, sw, pw, ow)
+    base = plane * oh * ow
+    total = zero
+    for py in range(y0, y1):
+        for px in range(x0, x1):
+            if argmax[base + py * ow + px] == r * w + q:
+                total += dy[base + py * ow + px]
+    dx[t] = total
+
+
+@_jit
+def _ave_pool_forward(x, y, zero, h, w, oh, ow, kh, kw, sh, sw, ph, pw):
+    t = cuda.grid(1)
+    if t >= y.size:
+        return
+    px, rest = t % ow, t // ow
+    py, plane = rest % oh, rest // oh
+    start_r, start_q = py * sh - ph, px * sw - pw
+    end_r, end_q = min(start_r + kh, h + ph), min(start_q + kw, w + pw)
+    base = plane * h * w
+    total = zero
+    for r in range(max(start_r, 0), min(end_r, h)):
+        for q in range(max(start_q, 0), min(end_q, w)):
+            total += x[base + r * w + q]
+    y[t] = total / ((end_r - start_r) * (end_q - start_q))
+
+
+@_jit
+def _ave_pool_backward(dy, dx, zero, h, w, oh, ow, kh, kw, sh, sw, ph, pw):
+    # Accumulates in dx itself, so each addition rounds to dx's dtype as on the CPU.
+    t = cuda.grid(1)
+    if t >= dx.size:
+        return
+    q, rest = t % w, t // w
+    r, plane = rest % h, rest // h
+    y0, y1 = _windows_over(r, kh, sh, ph, oh)
+    x0, x1 = _windows_over(q, kw, sw, pw, ow)
+    base = plane * oh * ow
+    dx[t] = zero
+    for py in range(y0, y1):
+        start_r = py * sh - ph
+        rows = min(start_r + kh, h + ph) - start_r
+        for px in range(x0, x1):
+            start_q = px * sw - pw
+            columns = min(start_q + kw, w + pw) - start_q
+            dx[t] += dy[base + py * ow + px] / (rows * columns)
+
+
+# ---- local response normalisation ------------------------------------------------------
+def lrn_across_forward(x, y, scale, size, alpha, beta, k):
+    # constants in the arrays' dtype, so float32 runs float32 pow, not float64's
+    real = x.dtype.type
+    n, c = x.shape[0], x.shape[1]
+    pixels = x.size // max(n * c, 1)
+    constants = (real(alpha / size), real(beta), real(k))
+    args = (_flat(x), _flat(y), _flat(scale), _zero(x), c, pixels, size, *constants)
+    _launch(_lrn_across_forward, x.size, *args)
+
+
+def lrn_across_backward(x, y, dy, dx, scale, size, alpha, beta):
+    real = x.dtype.type
+    n, c = x.shape[0], x.shape[1]
+    pixels = x.size // max(n * c, 1)
+    constants = (real(2.0 * alpha * beta / size), real(beta))
+    arrays = (_flat(x), _flat(y), _flat(dy), _flat(dx), _flat(scale))
+    _launch(_lrn_across_backward, x.size, *arrays, c, pixels, size, *constants)
+
+
+@_jit
+def _lrn_across_forward(x, y, scale, zero, c, pixels, size, coefficient, beta, k):
+    t = cuda.grid(1)
+    if t >= x.size:
+        return
+    p, rest = t % pixels, t // pixels
+    ch, b = rest % c, rest // c
+    pad = (size - 1) // 2
+    total = zero
+    for other in range(max(ch - pad, 0), min(ch + pad + 1, c)):
+        value = x[(b * c + other) * pixels + p]
+        total += value * value
+    total = k + coefficient * total
+    scale[t] = total
+    y[t] = x[t] * total**-beta
+
+
+@_jit
+def _lrn_across_backward(x, y, dy, dx, scale, c, pixels, size, coefficient, beta):
+    t = cuda.grid(1)
+    if t >= x.size:
+        return
+    p, rest = t % pixels, t // pixels
+    ch, b = rest % c, rest // c
+    pad = (size - 1) // 2
+    out = dy[t] * scale[t] ** -beta
+    for other in range(max(ch - pad, 0), min(ch + pad + 1, c)):
+        o = (b * c + other) * pixels + p
+        out -= coefficient * x[t] * (dy[o] * y[o] / scale[o])
+    dx[t] = out
+
+
+# ---- elementwise -------------------------------------------------------------------------
+def channel_affine(y, scale, shift, relu, negative_slope):
+    n, c = y.shape[0], y.shape[1]
+    pixels = y.size // max(n * c, 1)
+    slope = y.dtype.type(negative_slope)
+    args = (_flat(y), _flat(scale), _flat(shift), c, pixels, relu, slope)
+    _launch(_channel_affine, y.size, *args)
+
+
+@_jit
+def _channel_affine(y, scale, shift, c, pixels, relu, negative_slope):
+    t = cuda.grid(1)
+    if t >= y.size:
+        return
+    ch = (t // pixels) % c
+    value = y[t] * scale[ch] + shift[ch]
+    if relu and value < 0:
+        value *= negative_slope
+    y[t] = value

@@ -1,0 +1,300 @@
+"""Each CUDA kernel (caffelite/kernels/cuda.py) against its CPU twin (kernels/cpu.py).
+
+The same cases run on two "devices":
+
+* ``simulator``: numba's CUDA simulator runs the kernels on the CPU, on numpy arrays,
+  so CI checks every CUDA kernel without a GPU. The simulator is chosen by an
+  environment variable that numba reads when it is first imported, and the rest of
+  the suite has imported numba already, so :func:`test_cuda_kernels_under_simulator`
+  runs this file again in a subprocess with ``NUMBA_ENABLE_CUDASIM=1``; only there do
+  the ``simulator`` cases run.
+* ``gpu`` (marker ``gpu``): CuPy arrays on a real device, launched on a non-default
+  stream; skipped where CuPy or a device is absent.
+
+Inputs are small (the simulator runs each GPU thread as a Python thread). Where both
+twins do the same arithmetic in the same order (im2col, col2im, max pooling and its
+argmax) the results must be bit-identical; elsewhere equal to the dtype's tolerance
+(the device's pow and fused multiply-add may round differently).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caffelite.errors import CaffeliteError
+from caffelite.kernels import cpu
+from caffelite.layers.pooling import pooled_size
+
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+REPO = Path(__file__).resolve().parents[2]
+
+DTYPES = [np.float32, np.float64]
+TOLERANCE = {np.float32: {"rtol": 1e-6, "atol": 1e-6}, np.float64: {"rtol": 1e-13, "atol": 1e-14}}
+
+
+# ---- the simulator run -------------------------------------------------------------------
+if not SIMULATED:  # the simulator run itself holds only the cases below
+
+    def test_cuda_kernels_under_simulator():
+        environment = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "NUMBA_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider"]
+        run = subprocess.run(
+            [*command, str(Path(__file__).resolve())],
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        output = run.stdout + run.stderr
+        summary = output.strip().splitlines()[-1] if output.strip() else ""
+        assert run.returncode == 0, output[-6000:]
+        passed = re.search(r"(\d+) passed", summary)
+        assert passed and int(passed.group(1)) >= 90, output[-6000:]
+        assert "skipped" not in summary and "failed" not in summary, output[-6000:]
+
+
+# ---- devices ---------------------------------------------------------------------------
+class Device:
+    """Moves test arrays to where the CUDA kernels run, and back."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "gpu":
+            cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+            try:
+                if cupy.cuda.runtime.getDeviceCount() == 0:
+                    pytest.skip("no CUDA device")
+            except cupy.cuda.runtime.CUDARuntimeError as error:
+                pytest.skip(f"no usable CUDA device ({error})")
+            self.cupy = cupy
+        from caffelite.kernels import cuda
+
+        self.kernels = cuda
+
+    def put(self, array):
+        return self.cupy.asarray(array) if self.name == "gpu" else array.copy()
+
+    def get(self, array):
+        return self.cupy.asnumpy(array) if self.name == "gpu" else array
+
+    def run(self, kernel_name: str, *args):
+        """Call the CUDA kernel; on a GPU on a fresh non-default stream, waited for."""
+        kernel = getattr(self.kernels, kernel_name)
+        if self.name != "gpu":
+            kernel(*args)
+            return
+        self.cupy.cuda.Device().synchronize()  # the inputs, put on the null stream
+        stream = self.cupy.cuda.Stream(non_blocking=True)
+        with stream:
+            kernel(*args)
+        stream.synchronize()
+
+
+DEVICES = ["simulator"] if SIMULATED else [pytest.param("gpu", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return Device(request.param)
+
+
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
+def dtype(request):
+    return request.param
+
+
+def garbage(shape, dtype):
+    """An output buffer full of NaNs: a kernel must overwrite every element."""
+    return np.full(shape, np.nan, dtype)
+
+
+def assert_close(actual, expected, dtype):
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+
+
+# ---- im2col / col2im ----------------------------------------------------------------
+# (input shape, kernel, stride, pad, dilation)
+CONVOLUTIONS = {
+    "3x3_pad1": ((2, 3, 5, 6), (3, 3), (1, 1), (1, 1), (1, 1)),
+    "lenet_5x5": ((2, 1, 9, 8), (5, 5), (1, 1), (0, 0), (1, 1)),
+    "strided_dilated": ((1, 2, 7, 6), (3, 2), (2, 1), (1, 0), (2, 1)),
+    "stride_over_kernel": ((2, 2, 7, 7), (2, 2), (3, 3), (1, 2), (1, 1)),
+    "pointwise": ((2, 3, 3, 4), (1, 1), (1, 1), (0, 0), (1, 1)),
+}
+
+
+def col_shape(x_shape, kernel, stride, pad, dilation, batch_last):
+    n, c, h, w = x_shape
+    oh, ow = (
+        (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+        for size, k, s, p, d in zip((h, w), kernel, stride, pad, dilation, strict=True)
+    )
+    return (c, *kernel, oh, ow, n) if batch_last else (n, c, *kernel, oh, ow)
+
+
+@pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
+@pytest.mark.parametrize("case", CONVOLUTIONS)
+def test_im2col(device, dtype, case, batch_last):
+    x_shape, *geometry = CONVOLUTIONS[case]
+    x = np.random.default_rng(0).standard_normal(x_shape).astype(dtype)
+    shape = col_shape(x_shape, *geometry, batch_last)
+    expected = garbage(shape, dtype)
+    cpu.im2col(x, expected, *geometry, batch_last)
+    col = device.put(garbage(shape, dtype))
+    device.run("im2col", device.put(x), col, *geometry, batch_last)
+    np.testing.assert_array_equal(device.get(col), expected)
+
+
+@pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
+@pytest.mark.parametrize("case", CONVOLUTIONS)
+def test_col2im(device, dtype, case, batch_last):
+    x_shape, *geometry = CONVOLUTIONS[case]
+    shape = col_shape(x_shape, *geometry, batch_last)
+    col = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    expected = garbage(x_shape, dtype)
+    cpu.col2im(col, expected, *geometry, batch_last)
+    dx = device.put(garbage(x_shape, dtype))
+    device.run("col2im", device.put(col), dx, *geometry, batch_last)
+    np.testing.assert_array_equal(device.get(dx), expected)
+
+
+# ---- pooling --------------------------------------------------------------------------
+# (input shape, kernel, stride, pad); ceil rounding clips the last windows of most
+POOLINGS = {
+    "2x2_stride2": ((2, 3, 6, 6), (2, 2), (2, 2), (0, 0)),
+    "3x3_stride2_clipped": ((2, 2, 7, 8), (3, 3), (2, 2), (0, 0)),
+    "3x3_pad1": ((1, 3, 5, 5), (3, 3), (1, 1), (1, 1)),
+    "rectangular": ((2, 2, 6, 7), (2, 3), (1, 2), (1, 1)),
+    "global": ((2, 3, 4, 5), (4, 5), (1, 1), (0, 0)),
+}
+
+
+def pooled_shape(x_shape, kernel, stride, pad):
+    n, c, h, w = x_shape
+    return (n, c, *(map(pooled_size, (h, w), kernel, stride, pad)))
+
+
+def tied_input(shape, dtype, seed):
+    """Few distinct values, so most windows hold several maxima (Caffe keeps the first)."""
+    return np.random.default_rng(seed).integers(-2, 3, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("case", POOLINGS)
+def test_max_pool_forward(device, dtype, case):
+    x_shape, *geometry = POOLINGS[case]
+    y_shape = pooled_shape(x_shape, *geometry)
+    x = tied_input(x_shape, dtype, seed=2)
+    expected_y, expected_argmax = garbage(y_shape, dtype), np.full(y_shape, -1, np.int32)
+    cpu.max_pool_forward(x, expected_y, expected_argmax, *geometry)
+    y, argmax = device.put(garbage(y_shape, dtype)), device.put(np.full(y_shape, -1, np.int32))
+    device.run("max_pool_forward", device.put(x), y, argmax, *geometry)
+    np.testing.assert_array_equal(device.get(y), expected_y)
+    np.testing.assert_array_equal(device.get(argmax), expected_argmax)
+
+
+@pytest.mark.parametrize("case", POOLINGS)
+def test_max_pool_backward(device, dtype, case):
+    x_shape, *geometry = POOLINGS[case]
+    y_shape = pooled_shape(x_shape, *geometry)
+    argmax = np.empty(y_shape, np.int32)
+    cpu.max_pool_forward(
+        tied_input(x_shape, dtype, seed=3), garbage(y_shape, dtype), argmax, *geometry
+    )
+    dy = np.random.default_rng(4).standard_normal(y_shape).astype(dtype)
+    expected = garbage(x_shape, dtype)
+    cpu.max_pool_backward(dy, argmax, expected)
+    dx = device.put(garbage(x_shape, dtype))
+    device.run("max_pool_backward", device.put(dy), device.put(argmax), dx, *geometry)
+    np.testing.assert_array_equal(device.get(dx), expected)
+
+
+@pytest.mark.parametrize("case", POOLINGS)
+def test_ave_pool_forward(device, dtype, case):
+    x_shape, *geometry = POOLINGS[case]
+    y_shape = pooled_shape(x_shape, *geometry)
+    x = np.random.default_rng(5).standard_normal(x_shape).astype(dtype)
+    expected = garbage(y_shape, dtype)
+    cpu.ave_pool_forward(x, expected, *geometry)
+    y = device.put(garbage(y_shape, dtype))
+    device.run("ave_pool_forward", device.put(x), y, *geometry)
+    assert_close(device.get(y), expected, dtype)
+
+
+@pytest.mark.parametrize("case", POOLINGS)
+def test_ave_pool_backward(device, dtype, case):
+    x_shape, *geometry = POOLINGS[case]
+    y_shape = pooled_shape(x_shape, *geometry)
+    dy = np.random.default_rng(6).standard_normal(y_shape).astype(dtype)
+    expected = garbage(x_shape, dtype)
+    cpu.ave_pool_backward(dy, expected, *geometry)
+    dx = device.put(garbage(x_shape, dtype))
+    device.run("ave_pool_backward", device.put(dy), dx, *geometry)
+    assert_close(device.get(dx), expected, dtype)
+
+
+# ---- local response normalisation ------------------------------------------------------
+# (shape, size, alpha, beta, k): AlexNet's constants, and large ones that make the
+# normalisation matter; 7 channels so windows are clipped at both ends
+LRNS = {
+    "alexnet": ((2, 7, 3, 4), 5, 1e-4, 0.75, 1.0),
+    "strong": ((2, 7, 2, 3), 3, 0.8, 0.6, 2.0),
+}
+
+
+@pytest.mark.parametrize("case", LRNS)
+def test_lrn_across(device, dtype, case):
+    shape, size, alpha, beta, k = LRNS[case]
+    rng = np.random.default_rng(7)
+    x, dy = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    y, scale, dx = garbage(shape, dtype), garbage(shape, dtype), garbage(shape, dtype)
+    cpu.lrn_across_forward(x, y, scale, size, alpha, beta, k)
+    cpu.lrn_across_backward(x, y, dy, dx, scale, size, alpha, beta)
+
+    on_x, on_y, on_scale = (
+        device.put(x),
+        device.put(garbage(shape, dtype)),
+        device.put(garbage(shape, dtype)),
+    )
+    device.run("lrn_across_forward", on_x, on_y, on_scale, size, alpha, beta, k)
+    assert_close(device.get(on_y), y, dtype)
+    assert_close(device.get(on_scale), scale, dtype)
+    # backward from the CPU's forward results, so only the backward kernel is compared
+    on_dx = device.put(garbage(shape, dtype))
+    arrays = (device.put(x), device.put(y), device.put(dy), on_dx, device.put(scale))
+    device.run("lrn_across_backward", *arrays, size, alpha, beta)
+    assert_close(device.get(on_dx), dx, dtype)
+
+
+# ---- elementwise -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("relu", "negative_slope"),
+    [(False, 0.0), (True, 0.0), (True, 0.1)],
+    ids=["affine", "relu", "leaky"],
+)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 4)], ids=["4d", "2d"])
+def test_channel_affine(device, dtype, shape, relu, negative_slope):
+    rng = np.random.default_rng(8)
+    y = rng.standard_normal(shape).astype(dtype)
+    scale, shift = (rng.standard_normal(shape[1]).astype(dtype) for _ in range(2))
+    expected = y.copy()
+    cpu.channel_affine(expected, scale, shift, relu, negative_slope)
+    on_y = device.put(y)
+    device.run("channel_affine", on_y, device.put(scale), device.put(shift), relu, negative_slope)
+    assert_close(device.get(on_y), expected, dtype)
+
+
+# ---- refusals ----------------------------------------------------------------------------
+def test_non_contiguous_output_is_refused(device):
+    """A strided output would be copied by the flattening and the kernel's writes lost."""
+    y = device.put(np.ones((2, 3, 4, 6), np.float32))[..., ::2]
+    ones = device.put(np.ones(3, np.float32))
+    with pytest.raises(CaffeliteError, match="C-contiguous"):
+        device.run("channel_affine", y, ones, ones, False, 0.0)

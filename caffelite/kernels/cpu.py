@@ -340,9 +340,11 @@ def _channel_affine(y, scale, shift, relu, negative_slope):
 # ---- N-d im2col / col2im ------------------------------------------------------------------
 # One compiled loop serves every number of spatial axes. The axes before the last are
 # reduced to a small table (which input row each output row reads, per kernel cell: see
-# _row_table), so the loops only walk (kernel cell, output row, last axis), and their
-# innermost loop runs over a contiguous span of the last axis (batch-first) or of the
-# batch (batch-last) with no bounds test inside it.
+# _row_table), so the loops only walk (kernel cell, output row, last axis), with the
+# innermost loop along the contiguous last axis (batch-first) or batch (batch-last). The
+# bounds test stays inside that loop, as in the 2-D kernels: it compiles to a vectorised
+# select, measured 2.5x faster than splitting the loop at the padding edges
+# (benchmarks/conv_nd_im2col.py).
 def im2col_nd(x, col, kernel, stride, pad, dilation, batch_last):
     n, c, *spatial = x.shape
     rows, cols = _nd_columns(col, n, c, spatial, kernel, stride, pad, dilation, batch_last)
@@ -392,14 +394,6 @@ def _row_table(lead_axes, width):
     return np.where(inside, offsets * width, -1)
 
 
-@_inline
-def _span(shift, s, width, ow):
-    """The output positions ``z`` whose input ``z * s + shift`` lies in ``[0, width)``."""
-    first = min(max(0, -(shift // s)), ow)
-    stop = min(max(0, -((shift - width) // s)), ow)
-    return first, max(first, stop)
-
-
 @_jit
 def _im2col_nd_batch_first(x, col, rows, k, s, p, d, width):
     planes, cells, _, nrows, ow = col.shape
@@ -407,19 +401,14 @@ def _im2col_nd_batch_first(x, col, rows, k, s, p, d, width):
         plane, cell = task // cells, task % cells
         for j in range(k):
             shift = j * d - p
-            first, stop = _span(shift, s, width, ow)
             for r in range(nrows):
                 start = rows[cell, r]
-                if start < 0:
-                    col[plane, cell, j, r, :] = 0
-                    continue
-                for z in range(first):
-                    col[plane, cell, j, r, z] = 0
-                source = start + shift
-                for z in range(first, stop):
-                    col[plane, cell, j, r, z] = x[plane, source + z * s]
-                for z in range(stop, ow):
-                    col[plane, cell, j, r, z] = 0
+                for z in range(ow):
+                    q = z * s + shift
+                    if start >= 0 and 0 <= q < width:
+                        col[plane, cell, j, r, z] = x[plane, start + q]
+                    else:
+                        col[plane, cell, j, r, z] = 0
 
 
 @_jit
@@ -429,14 +418,13 @@ def _im2col_nd_batch_last(x, col, rows, k, s, p, d, width):
         ch, cell = task // cells, task % cells
         for j in range(k):
             shift = j * d - p
-            first, stop = _span(shift, s, width, ow)
             for r in range(nrows):
                 start = rows[cell, r]
                 for z in range(ow):
-                    if start >= 0 and first <= z < stop:
-                        source = start + shift + z * s
+                    q = z * s + shift
+                    if start >= 0 and 0 <= q < width:
                         for b in range(n):
-                            col[ch, cell, j, r, z, b] = x[b, ch, source]
+                            col[ch, cell, j, r, z, b] = x[b, ch, start + q]
                     else:
                         for b in range(n):
                             col[ch, cell, j, r, z, b] = 0
@@ -450,13 +438,13 @@ def _col2im_nd_batch_first(col, dx, rows, k, s, p, d, width):
         for cell in range(cells):
             for j in range(k):
                 shift = j * d - p
-                first, stop = _span(shift, s, width, ow)
                 for r in range(nrows):
                     start = rows[cell, r]
                     if start >= 0:
-                        source = start + shift
-                        for z in range(first, stop):
-                            dx[plane, source + z * s] += col[plane, cell, j, r, z]
+                        for z in range(ow):
+                            q = z * s + shift
+                            if 0 <= q < width:
+                                dx[plane, start + q] += col[plane, cell, j, r, z]
 
 
 @_jit
@@ -468,11 +456,11 @@ def _col2im_nd_batch_last(col, dx, rows, k, s, p, d, width):
         for cell in range(cells):
             for j in range(k):
                 shift = j * d - p
-                first, stop = _span(shift, s, width, ow)
                 for r in range(nrows):
                     start = rows[cell, r]
                     if start >= 0:
-                        for z in range(first, stop):
-                            source = start + shift + z * s
-                            for b in range(n):
-                                dx[b, ch, source] += col[ch, cell, j, r, z, b]
+                        for z in range(ow):
+                            q = z * s + shift
+                            if 0 <= q < width:
+                                for b in range(n):
+                                    dx[b, ch, start + q] += col[ch, cell, j, r, z, b]

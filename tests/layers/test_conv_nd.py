@@ -385,3 +385,50 @@ def test_the_number_of_axes_may_not_change():
     bottom[0].reshape(1, 2, 3, 3)
     with pytest.raises(CaffeliteError, match=r"bottom must keep 5 axes, got shape \(1, 2, 3, 3\)"):
         layer.reshape(bottom, top)
+
+
+# ---- size limits (caffelite.limits), as in 2-D --------------------------------------------
+def limited_net(layer: str, shape=(1, 16, 16, 16, 16)):
+    from caffelite.layer import TEST
+    from caffelite.net import Net
+    from caffelite.proto import caffe_pb2
+    from caffelite.prototxt import parse_text
+
+    dims = " ".join(f"dim: {d}" for d in shape)
+    text = (
+        f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}'
+        + layer
+    )
+    return Net(parse_text(text, caffe_pb2.NetParameter()), TEST)
+
+
+def test_3d_column_buffer_over_the_memory_limit_is_refused():
+    """16 x 27 x 16^3 columns (7 MiB) for a 16 KiB top: the work array is what is too big."""
+    from caffelite import limits
+
+    conv = (
+        'layer { name: "conv3d" type: "Convolution" bottom: "data" top: "conv3d" '
+        "convolution_param { num_output: 1 kernel_size: 3 pad: 1 } }"
+    )
+    with limits.memory_limit("1M"):
+        net = limited_net(conv)
+        with pytest.raises(
+            CaffeliteError,
+            match=r"layer 'conv3d' \(type Convolution\): .*'columns' of shape "
+            r"\(1, 16, 3, 3, 3, 16, 16, 16\) needs .* more than the memory limit of 1\.0 MiB",
+        ):
+            net.forward()
+
+
+def test_errors_in_a_net_name_the_bottom_blob():
+    conv = (
+        'layer { name: "conv3d" type: "Convolution" bottom: "data" top: "conv3d" '
+        "convolution_param { num_output: 1 kernel_size: 3 kernel_size: 3 } }"
+    )
+    with pytest.raises(
+        CaffeliteError,
+        match=r"layer 'conv3d' \(type Convolution\): kernel_size must be specified once, or "
+        r"once per spatial dimension \(kernel_size specified 2 times; 3 spatial dims: "
+        r"bottom 'data' of shape \(1, 2, 4, 4, 4\) with channel axis 1\)",
+    ):
+        limited_net(conv, shape=(1, 2, 4, 4, 4))

@@ -163,3 +163,26 @@ def test_in_place_is_refused():
     layer, bottom, _ = build_layer(im2col_text("kernel_size: 1"), [random(1, 2, 3, 3)])
     with pytest.raises(CaffeliteError, match="does not allow in-place"):
         layer.reshape(bottom, bottom)
+
+
+def test_top_over_the_memory_limit_is_refused():
+    """Caffelite's size limits hold for the columns blob as for any top (caffelite.limits)."""
+    from caffelite import limits
+    from caffelite.layer import TEST
+    from caffelite.net import Net
+    from caffelite.proto import caffe_pb2
+    from caffelite.prototxt import parse_text
+
+    text = (
+        'layer { name: "data" type: "Input" top: "data" '
+        "input_param { shape { dim: 1 dim: 16 dim: 16 dim: 16 dim: 16 } } } "
+        'layer { name: "cols" type: "Im2col" bottom: "data" top: "cols" '
+        "convolution_param { kernel_size: 3 pad: 1 } }"
+    )
+    with limits.memory_limit("1M"):
+        with pytest.raises(
+            CaffeliteError,
+            match=r"layer 'cols' \(type Im2col\): top blob 'cols' of shape "
+            r"\(1, 432, 16, 16, 16\)",
+        ):
+            Net(parse_text(text, caffe_pb2.NetParameter()), TEST)

@@ -402,9 +402,13 @@ def limited_net(layer: str, shape=(1, 16, 16, 16, 16)):
     return Net(parse_text(text, caffe_pb2.NetParameter()), TEST)
 
 
-def test_3d_column_buffer_over_the_memory_limit_is_refused():
-    """16 x 27 x 16^3 columns (7 MiB) for a 16 KiB top: the work array is what is too big."""
+def test_3d_column_buffer_over_the_memory_limit_is_refused(monkeypatch):
+    """16 x 27 x 16^3 columns (7 MiB) for a 16 KiB top: the work array is what is too big.
+    (The shared scratch starts empty, as in a fresh process: earlier tests' buffers would
+    otherwise be reused without an allocation to check.)"""
     from caffelite import limits
+
+    monkeypatch.setattr(im2col, "_SHARED_SCRATCH", {})
 
     conv = (
         'layer { name: "conv3d" type: "Convolution" bottom: "data" top: "conv3d" '

@@ -73,7 +73,9 @@ def plan(net) -> dict[int, Epilogue]:
         for next_id in following:
             if next_id <= layer_id:
                 continue
-            if not _in_place_on(net, next_id, top) or not _extends(epilogue, net.layers[next_id]):
+            if not _in_place_on(net, next_id, top) or not _extends(
+                epilogue, net.layers[next_id], top
+            ):
                 break
             epilogue.layer_ids.append(next_id)
         if epilogue.layer_ids and layer.channel_axis == 1:
@@ -86,8 +88,9 @@ def _in_place_on(net, layer_id: int, blob) -> bool:
     return len(bottoms) == 1 and len(tops) == 1 and bottoms[0] is blob and tops[0] is blob
 
 
-def _extends(epilogue: Epilogue, layer) -> bool:
-    """Add ``layer`` to the chain if it may come next (BatchNorm, Scale, then ReLU)."""
+def _extends(epilogue: Epilogue, layer, top) -> bool:
+    """Add ``layer`` (in place on ``top``) to the chain if it may come next (BatchNorm,
+    Scale over the channel axis, then ReLU)."""
     kind = layer.layer_param.type
     done_bn, done_scale = epilogue.batch_norm is not None, epilogue.scale is not None
     if epilogue.relu is not None:
@@ -96,7 +99,8 @@ def _extends(epilogue: Epilogue, layer) -> bool:
         epilogue.batch_norm = layer
         return True
     if kind == "Scale" and not done_scale and len(layer.blobs) >= 1:
-        if layer.blobs[0].shape == (epilogue.channels,) and layer.axis in (1, -3):
+        channel_axis = layer.axis % top.num_axes  # -3 is the channels only of 4-D blobs
+        if layer.blobs[0].shape == (epilogue.channels,) and channel_axis == 1:
             epilogue.scale = layer
             return True
         return False

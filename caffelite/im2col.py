@@ -7,13 +7,18 @@ kernel of :mod:`caffelite.kernels`, so the product is one BLAS call per group.
 
 Two column layouts are supported, because they give the GEMMs different shapes:
 
-* ``BATCH_FIRST``: columns ``(n, C, kh, kw, oh, ow)``. The product writes the top
-  directly in its own ``(n, O, oh*ow)`` layout, as one small GEMM per image.
-  Best when the output plane is large compared to the kernel (LeNet's conv1).
-* ``BATCH_LAST``: columns ``(C, kh, kw, oh, ow, n)``: one large GEMM for the whole
+* ``BATCH_FIRST``: columns ``(n, C, *kernel, *out)`` (``(n, C, kh, kw, oh, ow)`` in
+  2-D). The product writes the top directly in its own ``(n, O, prod(out))`` layout,
+  as one small GEMM per image. Best when the output is large compared to the kernel
+  (LeNet's conv1).
+* ``BATCH_LAST``: columns ``(C, *kernel, *out, n)``: one large GEMM for the whole
   batch, and the weight gradient needs no per-image intermediate; the price is
-  transposing the top. Best when the output plane is small and the kernel large
+  transposing the top. Best when the output is small and the kernel large
   (LeNet's conv2).
+
+Any number of spatial axes works: 2-D runs the specialised 2-D kernels, every other
+count (or 2-D with Caffe's ``force_nd_im2col``) the N-d ones, as Caffe's
+``im2col_cpu`` / ``im2col_nd_cpu``.
 """
 
 from __future__ import annotations
@@ -35,28 +40,43 @@ MAX_COL_ELEMENTS = 1 << 25
 
 @dataclass(frozen=True)
 class Geometry:
-    """Kernel, stride, pad and dilation of a 2-D sliding window, as (h, w) pairs."""
+    """Kernel, stride, pad and dilation of an N-d sliding window, one value per spatial
+    axis; stride, pad and dilation default to 1, 0 and 1 on every axis."""
 
-    kernel: tuple[int, int]
-    stride: tuple[int, int] = (1, 1)
-    pad: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...] | None = None
+    pad: tuple[int, ...] | None = None
+    dilation: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        axes = len(self.kernel)
+        object.__setattr__(self, "kernel", tuple(self.kernel))
+        for name, default in (("stride", 1), ("pad", 0), ("dilation", 1)):
+            value = getattr(self, name)
+            value = (default,) * axes if value is None else tuple(value)
+            if len(value) != axes:
+                raise ValueError(f"{name} {value} needs one value per kernel axis {self.kernel}")
+            object.__setattr__(self, name, value)
 
     @property
-    def extent(self) -> tuple[int, int]:
+    def num_axes(self) -> int:
+        return len(self.kernel)
+
+    @property
+    def extent(self) -> tuple[int, ...]:
         """Span of one dilated window in input pixels."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation, strict=True))
 
     @property
     def is_pointwise(self) -> bool:
         """1x1 kernel, stride 1, no pad: the columns are the input itself."""
-        return self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
+        return all(k == 1 for k in self.kernel + self.stride) and not any(self.pad)
 
-    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+    def output_shape(self, *sizes: int) -> tuple[int, ...]:
         """Convolution output size (floor), ``(in + 2*pad - extent) // stride + 1``."""
-        return (
-            conv_output_size(height, self.kernel[0], self.stride[0], self.pad[0], self.dilation[0]),
-            conv_output_size(width, self.kernel[1], self.stride[1], self.pad[1], self.dilation[1]),
+        return tuple(
+            conv_output_size(*axis)
+            for axis in zip(sizes, self.kernel, self.stride, self.pad, self.dilation, strict=True)
         )
 
 
@@ -99,28 +119,35 @@ def batch_chunks(num: int, per_image: int, limit: int | None = None) -> list[tup
 
 # ---- layouts -------------------------------------------------------------------------
 def col_shape(
-    layout: str, num: int, channels: int, out_hw: tuple[int, int], geometry: Geometry
+    layout: str, num: int, channels: int, out_shape: tuple[int, ...], geometry: Geometry
 ) -> tuple[int, ...]:
-    kh, kw = geometry.kernel
-    oh, ow = out_hw
     if layout == BATCH_FIRST:
-        return (num, channels, kh, kw, oh, ow)
-    return (channels, kh, kw, oh, ow, num)
+        return (num, channels, *geometry.kernel, *out_shape)
+    return (channels, *geometry.kernel, *out_shape, num)
 
 
-def im2col(x, layout: str, geometry: Geometry, col):
-    """Unfold a ``(n, C, H, W)`` batch into ``col`` (shape from :func:`col_shape`);
-    window cells in the padding are zero."""
+def _kernel_pair(geometry: Geometry, force_nd: bool):
+    """The 2-D kernels for 2-D windows, the N-d ones otherwise (or when forced)."""
+    if geometry.num_axes == 2 and not force_nd:
+        return kernels.im2col, kernels.col2im
+    return kernels.im2col_nd, kernels.col2im_nd
+
+
+def im2col(x, layout: str, geometry: Geometry, col, force_nd: bool = False):
+    """Unfold a ``(n, C, *spatial)`` batch into ``col`` (shape from :func:`col_shape`);
+    window cells in the padding are zero. ``force_nd``: Caffe's ``force_nd_im2col``."""
     g = geometry
-    kernels.im2col(x, col, g.kernel, g.stride, g.pad, g.dilation, layout == BATCH_LAST)
+    unfold, _ = _kernel_pair(g, force_nd)
+    unfold(x, col, g.kernel, g.stride, g.pad, g.dilation, layout == BATCH_LAST)
     return col
 
 
-def col2im(col, layout: str, geometry: Geometry, dx):
-    """Sum the columns back onto the ``(n, C, H, W)`` array ``dx`` (overwritten):
+def col2im(col, layout: str, geometry: Geometry, dx, force_nd: bool = False):
+    """Sum the columns back onto the ``(n, C, *spatial)`` array ``dx`` (overwritten):
     the adjoint of :func:`im2col`."""
     g = geometry
-    kernels.col2im(col, dx, g.kernel, g.stride, g.pad, g.dilation, layout == BATCH_LAST)
+    _, fold = _kernel_pair(g, force_nd)
+    fold(col, dx, g.kernel, g.stride, g.pad, g.dilation, layout == BATCH_LAST)
     return dx
 
 

@@ -92,3 +92,25 @@ def channel_affine(y, scale, shift, relu: bool, negative_slope: float):
     """In place on ``y`` ``(n, C, ...)``: ``y = y * scale[c] + shift[c]``, then, if
     ``relu``, Caffe's (leaky) ReLU: one pass for a folded Convolution's epilogue."""
     implementation(y).channel_affine(y, scale, shift, relu, negative_slope)
+
+
+# ---- N-d im2col / col2im ------------------------------------------------------------------
+# Convolution with 1, 3 or more spatial axes (and 2-D under Caffe's force_nd_im2col). The
+# geometry tuples have one entry per spatial axis; the column layouts are im2col's with the
+# one kernel-cell axis and output axis per spatial axis.
+Shape = tuple[int, ...]
+
+
+def im2col_nd(x, col, kernel: Shape, stride: Shape, pad: Shape, dilation: Shape, batch_last: bool):
+    """:func:`im2col` over any number of spatial axes (Caffe's ``im2col_nd_cpu``).
+
+    ``x`` is ``(n, C, *spatial)``; ``col`` is ``(n, C, *kernel, *out)``, or
+    ``(C, *kernel, *out, n)`` when ``batch_last``.
+    """
+    implementation(x).im2col_nd(x, col, kernel, stride, pad, dilation, batch_last)
+
+
+def col2im_nd(col, dx, kernel: Shape, stride: Shape, pad: Shape, dilation: Shape, batch_last: bool):
+    """The adjoint of :func:`im2col_nd`: ``dx`` ``(n, C, *spatial)`` = the sum of each
+    pixel's column entries (padding entries dropped)."""
+    implementation(col).col2im_nd(col, dx, kernel, stride, pad, dilation, batch_last)

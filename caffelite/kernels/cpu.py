@@ -335,3 +335,132 @@ def _channel_affine(y, scale, shift, relu, negative_slope):
             if relu and value < 0:
                 value *= negative_slope
             row[p] = value
+
+
+# ---- N-d im2col / col2im ------------------------------------------------------------------
+# One compiled loop serves every number of spatial axes. The axes before the last are
+# reduced to a small table (which input row each output row reads, per kernel cell: see
+# _row_table), so the loops only walk (kernel cell, output row, last axis), with the
+# innermost loop along the contiguous last axis (batch-first) or batch (batch-last). The
+# bounds test stays inside that loop, as in the 2-D kernels: it compiles to a vectorised
+# select, measured 2.5x faster than splitting the loop at the padding edges
+# (benchmarks/conv_nd_im2col.py).
+def im2col_nd(x, col, kernel, stride, pad, dilation, batch_last):
+    n, c, *spatial = x.shape
+    rows, cols = _nd_columns(col, n, c, spatial, kernel, stride, pad, dilation, batch_last)
+    last = (kernel[-1], stride[-1], pad[-1], dilation[-1], spatial[-1])
+    if batch_last:
+        _im2col_nd_batch_last(x.reshape(n, c, -1), cols, rows, *last)
+    else:
+        _im2col_nd_batch_first(x.reshape(n * c, -1), cols, rows, *last)
+
+
+def col2im_nd(col, dx, kernel, stride, pad, dilation, batch_last):
+    n, c, *spatial = dx.shape
+    rows, cols = _nd_columns(col, n, c, spatial, kernel, stride, pad, dilation, batch_last)
+    last = (kernel[-1], stride[-1], pad[-1], dilation[-1], spatial[-1])
+    if batch_last:
+        _col2im_nd_batch_last(cols, dx.reshape(n, c, -1), rows, *last)
+    else:
+        _col2im_nd_batch_first(cols, dx.reshape(n * c, -1), rows, *last)
+
+
+def _nd_columns(col, n, c, spatial, kernel, stride, pad, dilation, batch_last):
+    """The row table, and ``col`` as ``(n*C, cells, k, rows, ow)`` (batch-first) or
+    ``(C, cells, k, rows, ow, n)`` (batch-last), where ``cells`` and ``rows`` run over
+    the kernel cells and output rows of the axes before the last."""
+    axes = len(spatial)
+    out = col.shape[-1 - axes : -1] if batch_last else col.shape[-axes:]
+    lead = zip(spatial, out, kernel, stride, pad, dilation, strict=True)
+    rows = _row_table(list(lead)[:-1], spatial[-1])
+    frame = (rows.shape[0], kernel[-1], rows.shape[1], out[-1])
+    cols = col.reshape(c, *frame, n) if batch_last else col.reshape(n * c, *frame)
+    return rows, cols
+
+
+def _row_table(lead_axes, width):
+    """``table[cell, row]``: where, in a flattened image plane, the row starts that output
+    row ``row`` reads through kernel cell ``cell`` (both row-major over the axes before
+    the last, ``lead_axes``: (size, out, kernel, stride, pad, dilation) each), or -1
+    where that row lies in the padding. Small: one entry per window row, not per value."""
+    offsets = np.zeros((1, 1), np.int64)
+    inside = np.ones((1, 1), bool)
+    for size, o, k, s, p, d in lead_axes:
+        position = np.arange(k)[:, None] * d + np.arange(o)[None, :] * s - p  # (k, o)
+        valid = (position >= 0) & (position < size)
+        shape = (offsets.shape[0] * k, offsets.shape[1] * o)
+        offsets = (offsets[:, None, :, None] * size + position[None, :, None, :]).reshape(shape)
+        inside = (inside[:, None, :, None] & valid[None, :, None, :]).reshape(shape)
+    return np.where(inside, offsets * width, -1)
+
+
+@_jit
+def _im2col_nd_batch_first(x, col, rows, k, s, p, d, width):
+    planes, cells, _, nrows, ow = col.shape
+    for task in prange(planes * cells):
+        plane, cell = task // cells, task % cells
+        for j in range(k):
+            shift = j * d - p
+            for r in range(nrows):
+                start = rows[cell, r]
+                for z in range(ow):
+                    q = z * s + shift
+                    if start >= 0 and 0 <= q < width:
+                        col[plane, cell, j, r, z] = x[plane, start + q]
+                    else:
+                        col[plane, cell, j, r, z] = 0
+
+
+@_jit
+def _im2col_nd_batch_last(x, col, rows, k, s, p, d, width):
+    c, cells, _, nrows, ow, n = col.shape
+    for task in prange(c * cells):
+        ch, cell = task // cells, task % cells
+        for j in range(k):
+            shift = j * d - p
+            for r in range(nrows):
+                start = rows[cell, r]
+                for z in range(ow):
+                    q = z * s + shift
+                    if start >= 0 and 0 <= q < width:
+                        for b in range(n):
+                            col[ch, cell, j, r, z, b] = x[b, ch, start + q]
+                    else:
+                        for b in range(n):
+                            col[ch, cell, j, r, z, b] = 0
+
+
+@_jit
+def _col2im_nd_batch_first(col, dx, rows, k, s, p, d, width):
+    planes, cells, _, nrows, ow = col.shape
+    for plane in prange(planes):
+        dx[plane, :] = 0
+        for cell in range(cells):
+            for j in range(k):
+                shift = j * d - p
+                for r in range(nrows):
+                    start = rows[cell, r]
+                    if start >= 0:
+                        for z in range(ow):
+                            q = z * s + shift
+                            if 0 <= q < width:
+                                dx[plane, start + q] += col[plane, cell, j, r, z]
+
+
+@_jit
+def _col2im_nd_batch_last(col, dx, rows, k, s, p, d, width):
+    c, cells, _, nrows, ow, n = col.shape
+    for ch in prange(c):
+        for b in range(n):
+            dx[b, ch, :] = 0
+        for cell in range(cells):
+            for j in range(k):
+                shift = j * d - p
+                for r in range(nrows):
+                    start = rows[cell, r]
+                    if start >= 0:
+                        for z in range(ow):
+                            q = z * s + shift
+                            if 0 <= q < width:
+                                for b in range(n):
+                                    dx[b, ch, start + q] += col[ch, cell, j, r, z, b]

@@ -7,7 +7,8 @@ two column layouts of :mod:`caffelite.im2col` is faster for the layer's shape.
 
 Both layers are written in terms of a plain convolution from an "input side" ``a``
 (``channels_in`` planes) to an "output side" ``b`` (``channels_out`` planes), with
-weights ``(channels_out, channels_in / group, kh, kw)``:
+weights ``(channels_out, channels_in / group, *kernel)`` over any number of spatial
+axes (Caffe's ``num_spatial_axes``: all the axes after the channel axis):
 
 * ``_conv_forward``:   b  = W * im2col(a)
 * ``_conv_backward``:  a  = col2im(W^T * b)
@@ -27,9 +28,9 @@ from __future__ import annotations
 import math
 
 from caffelite import im2col
-from caffelite.im2col import BATCH_FIRST, Geometry, Workspace
+from caffelite.im2col import BATCH_FIRST, Workspace
 from caffelite.layer import TRAIN, Layer, register_layer
-from caffelite.shapes import canonical_axis
+from caffelite.layers import conv_geometry
 
 
 class _ConvolutionBase(Layer):
@@ -45,15 +46,11 @@ class _ConvolutionBase(Layer):
     # ---- setup -----------------------------------------------------------------------
     def setup(self, bottom, top):
         param = self.layer_param.convolution_param
-        self.channel_axis = canonical_axis(self, bottom[0], param.axis)
+        self.channel_axis, num_spatial = conv_geometry.spatial_axes(self, bottom[0], param)
         self.num_axes = bottom[0].num_axes
-        num_spatial = self.num_axes - self.channel_axis - 1
-        if num_spatial != 2:
-            raise self.error(
-                f"only 2-D convolution is supported: bottom shape {bottom[0].shape} with "
-                f"channel axis {self.channel_axis} has {num_spatial} spatial axes, expected 2"
-            )
-        self.geometry = self._parse_geometry(param)
+        where = conv_geometry.describe_bottom(self, bottom[0], self.channel_axis)
+        self.geometry = conv_geometry.parse(self, param, num_spatial, where)
+        self.force_nd = param.force_nd_im2col
         self.channels = bottom[0].shape[self.channel_axis]
         self.num_output = param.num_output
         self.group = param.group
@@ -75,8 +72,8 @@ class _ConvolutionBase(Layer):
         else:
             self.channels_out, self.channels_in = self.num_output, self.channels
         self.bias_term = param.bias_term
-        kh, kw = self.geometry.kernel
-        weight_shape = (self.channels_out, self.channels_in // self.group, kh, kw)
+        kernel = self.geometry.kernel
+        weight_shape = (self.channels_out, self.channels_in // self.group, *kernel)
         specs = [("weights", weight_shape, param.weight_filler)]
         if self.bias_term:
             specs.append(("bias", (self.num_output,), param.bias_filler))
@@ -84,37 +81,6 @@ class _ConvolutionBase(Layer):
         self.workspace = Workspace()
         self._input_key = None
         self._cols: dict[int, object] = {}
-
-    def _parse_geometry(self, param) -> Geometry:
-        """Caffe's rules: repeated fields given once or once per axis, or the _h/_w forms."""
-        kernel = self._pair(param, "kernel_size", "kernel_h", "kernel_w", None)
-        if any(k <= 0 for k in kernel):
-            raise self.error(f"kernel dimensions must be positive, got {kernel}")
-        stride = self._pair(param, "stride", "stride_h", "stride_w", 1)
-        if any(s <= 0 for s in stride):
-            raise self.error(f"stride must be positive, got {stride}")
-        pad = self._pair(param, "pad", "pad_h", "pad_w", 0)
-        dilation = self._pair(param, "dilation", None, None, 1)
-        if any(d <= 0 for d in dilation):
-            raise self.error(f"dilation must be positive, got {dilation}")
-        return Geometry(kernel, stride, pad, dilation)
-
-    def _pair(self, param, repeated, name_h, name_w, default) -> tuple[int, int]:
-        values = list(getattr(param, repeated))
-        if name_h is not None and (param.HasField(name_h) or param.HasField(name_w)):
-            if values:
-                raise self.error(
-                    f"either {repeated} or {name_h}/{name_w} should be specified; not both"
-                )
-            return (getattr(param, name_h), getattr(param, name_w))
-        if len(values) == 0 and default is not None:
-            return (default, default)
-        if len(values) not in (1, 2):
-            raise self.error(
-                f"{repeated} must be specified once, or once per spatial dimension "
-                f"({repeated} specified {len(values)} times; 2 spatial dims)"
-            )
-        return (values[0], values[-1])
 
     # ---- reshape ---------------------------------------------------------------------
     def reshape(self, bottom, top):
@@ -134,17 +100,17 @@ class _ConvolutionBase(Layer):
                 )
         axis = self.channel_axis
         self.num = math.prod(first.shape[:axis])
-        height, width = first.shape[axis + 1 :]
-        out_hw = self._output_hw(height, width)
+        spatial = first.shape[axis + 1 :]
+        out = self._output_shape(spatial, conv_geometry.describe_bottom(self, first, axis))
         for top_blob in top:
-            top_blob.reshape(first.shape[:axis] + (self.num_output,) + out_hw)
+            top_blob.reshape(first.shape[:axis] + (self.num_output,) + out)
         # "a" is the convolution's input side, "b" its output side.
         if self.reverse_dimensions:
-            self.a_hw, self.b_hw = out_hw, (height, width)
+            self.a_dims, self.b_dims = out, spatial
         else:
-            self.a_hw, self.b_hw = (height, width), out_hw
+            self.a_dims, self.b_dims = spatial, out
         self.kernel_dim = self.channels_in // self.group * math.prod(self.geometry.kernel)
-        self.b_spatial = math.prod(self.b_hw)
+        self.b_spatial = math.prod(self.b_dims)
         self.layout = im2col.choose_layout(self.geometry, self.kernel_dim, self.b_spatial)
         per_image = self.kernel_dim * self.group * self.b_spatial
         self.chunks = im2col.batch_chunks(self.num, per_image)
@@ -154,21 +120,13 @@ class _ConvolutionBase(Layer):
             self._input_key = key
         self._cols.clear()
 
-    def _output_hw(self, height: int, width: int) -> tuple[int, int]:
-        geometry = self.geometry
-        extent = geometry.extent
-        for size, ext, pad, axis in zip((height, width), extent, geometry.pad, "hw", strict=True):
-            if size + 2 * pad < ext:
-                raise self.error(
-                    f"kernel extent {ext} along {axis} is larger than the padded input "
-                    f"({size} + 2*{pad}); bottom spatial shape is ({height}, {width})"
-                )
-        return geometry.output_shape(height, width)
+    def _output_shape(self, spatial: tuple[int, ...], where: str) -> tuple[int, ...]:
+        return conv_geometry.conv_output_shape(self, self.geometry, spatial, where)
 
     # ---- views -------------------------------------------------------------------------
-    def _images(self, array, hw):
-        """A blob array (any leading axes) as ``(num, C, H, W)``."""
-        return array.reshape((self.num, array.shape[self.channel_axis]) + tuple(hw))
+    def _images(self, array, dims):
+        """A blob array (any leading axes) as ``(num, C, *dims)``."""
+        return array.reshape((self.num, array.shape[self.channel_axis]) + tuple(dims))
 
     # ---- the three GEMM primitives ------------------------------------------------------
     def _columns(self, a, slot: str | None, scratch: str = "columns"):
@@ -186,12 +144,12 @@ class _ConvolutionBase(Layer):
         if layout == BATCH_FIRST and geometry.is_pointwise:
             return a.reshape(n, g, self.kernel_dim, self.b_spatial)
         dtype = a.dtype
-        shape = im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry)
+        shape = im2col.col_shape(layout, n, self.channels_in, self.b_dims, geometry)
         if slot is None:
             col = self.workspace.scratch(scratch, shape, dtype)
         else:
             col = self.workspace.array("col" + slot, shape, dtype)
-        im2col.im2col(a, layout, geometry, col)
+        im2col.im2col(a, layout, geometry, col, self.force_nd)
         return self._col_operand(col, n)
 
     def _col_operand(self, col, n):
@@ -200,7 +158,7 @@ class _ConvolutionBase(Layer):
         return col.reshape(self.group, self.kernel_dim, self.b_spatial * n)
 
     def _output_operand(self, b):
-        """The output-side chunk ``b`` ``(n, C_out, oh, ow)`` as a GEMM operand.
+        """The output-side chunk ``b`` ``(n, C_out, *out)`` as a GEMM operand.
 
         Batch-first: a view ``(n, G, C_out/G, P)``; batch-last: a transposed copy
         ``(G, C_out/G, P * n)`` in the workspace.
@@ -219,7 +177,7 @@ class _ConvolutionBase(Layer):
         return self.blobs[0].data.reshape(g, self.channels_out // g, self.kernel_dim)
 
     def _conv_forward(self, cols, b, bias=None):
-        """b = W * cols (+ bias per output channel), written into ``b`` (n, C_out, oh, ow)."""
+        """b = W * cols (+ bias per output channel), written into ``b`` (n, C_out, *out)."""
         xp = self.xp
         n = b.shape[0]
         g, per_group = self.group, self.channels_out // self.group
@@ -240,7 +198,7 @@ class _ConvolutionBase(Layer):
             xp.add(out_t, bias[:, None], out=b3)
 
     def _conv_backward(self, b_operand, a):
-        """a = col2im(W^T * b), written into the input-side chunk ``a`` (n, C_in, H, W)."""
+        """a = col2im(W^T * b), written into the input-side chunk ``a`` (n, C_in, *in)."""
         xp = self.xp
         n = a.shape[0]
         geometry, layout = self.geometry, self.layout
@@ -251,10 +209,10 @@ class _ConvolutionBase(Layer):
             )
             return
         dcol = self.workspace.scratch(
-            "columns", im2col.col_shape(layout, n, self.channels_in, self.b_hw, geometry), a.dtype
+            "columns", im2col.col_shape(layout, n, self.channels_in, self.b_dims, geometry), a.dtype
         )
         xp.matmul(weights_t, b_operand, out=self._col_operand(dcol, n))
-        im2col.col2im(dcol, layout, geometry, a)
+        im2col.col2im(dcol, layout, geometry, a, self.force_nd)
 
     def _weight_grad(self, cols, b_operand):
         """weights.diff += b * cols^T, summed over the chunk's images."""
@@ -284,7 +242,7 @@ class _ConvolutionBase(Layer):
 
 @register_layer("Convolution")
 class ConvolutionLayer(_ConvolutionBase):
-    """Caffe's Convolution: ``top = W * bottom + b`` over 2-D windows, with groups."""
+    """Caffe's Convolution: ``top = W * bottom + b`` over N-d windows, with groups."""
 
     #: Set by the Net while it runs a TEST forward with the layers after this one
     #: folded in (see caffelite.fold): applied to each top after the GEMM.
@@ -296,8 +254,8 @@ class ConvolutionLayer(_ConvolutionBase):
         # backward is expected (TRAIN); otherwise they go to shared scratch.
         keep = len(self.chunks) == 1 and self.phase == TRAIN
         for i, (bottom_blob, top_blob) in enumerate(zip(bottom, top, strict=True)):
-            x = self._images(bottom_blob.data, self.a_hw)
-            y = self._images(top_blob.data, self.b_hw)
+            x = self._images(bottom_blob.data, self.a_dims)
+            y = self._images(top_blob.data, self.b_dims)
             for start, stop in self.chunks:
                 cols = self._columns(x[start:stop], str(i) if keep else None)
                 self._conv_forward(cols, y[start:stop], bias)
@@ -312,9 +270,9 @@ class ConvolutionLayer(_ConvolutionBase):
         for i, (top_blob, bottom_blob) in enumerate(zip(top, bottom, strict=True)):
             if not (want_weights or want_bias or propagate_down[i]):
                 continue
-            dy = self._images(top_blob.diff, self.b_hw)
-            x = self._images(bottom_blob.data, self.a_hw)
-            dx = self._images(bottom_blob.diff, self.a_hw) if propagate_down[i] else None
+            dy = self._images(top_blob.diff, self.b_dims)
+            x = self._images(bottom_blob.data, self.a_dims)
+            dx = self._images(bottom_blob.diff, self.a_dims) if propagate_down[i] else None
             for start, stop in self.chunks:
                 b_operand = self._output_operand(dy[start:stop])
                 if want_bias:
@@ -333,54 +291,47 @@ class DeconvolutionLayer(_ConvolutionBase):
     """Caffe's Deconvolution: the transposed convolution (Convolution's backward pass).
 
     Output size ``stride * (in - 1) + extent - 2 * pad``; weights are stored
-    ``(channels, num_output / group, kh, kw)`` as in Caffe, so the bilinear
+    ``(channels, num_output / group, *kernel)`` as in Caffe, so the bilinear
     filler gives FCN-style upsampling.
     """
 
     reverse_dimensions = True
 
-    def _output_hw(self, height: int, width: int) -> tuple[int, int]:
-        geometry = self.geometry
+    def _output_shape(self, spatial: tuple[int, ...], where: str) -> tuple[int, ...]:
+        g = self.geometry
         out = tuple(
-            im2col.deconv_output_size(size, k, s, p, d)
-            for size, k, s, p, d in zip(
-                (height, width),
-                geometry.kernel,
-                geometry.stride,
-                geometry.pad,
-                geometry.dilation,
-                strict=True,
-            )
+            im2col.deconv_output_size(*axis)
+            for axis in zip(spatial, g.kernel, g.stride, g.pad, g.dilation, strict=True)
         )
-        if min(out) <= 0:
+        if any(size <= 0 for size in out):
             raise self.error(
-                f"deconvolution output would be empty: input ({height}, {width}), kernel "
-                f"{geometry.kernel}, stride {geometry.stride}, pad {geometry.pad} give {out}"
+                f"deconvolution output would be empty: input {spatial}, kernel {g.kernel}, "
+                f"stride {g.stride}, pad {g.pad}, dilation {g.dilation} give {out} ({where})"
             )
         return out
 
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
         for bottom_blob, top_blob in zip(bottom, top, strict=True):
-            x = self._images(bottom_blob.data, self.b_hw)
-            y = self._images(top_blob.data, self.a_hw)
+            x = self._images(bottom_blob.data, self.b_dims)
+            y = self._images(top_blob.data, self.a_dims)
             for start, stop in self.chunks:
                 self._conv_backward(self._output_operand(x[start:stop]), y[start:stop])
             if bias is not None:
-                y3 = y.reshape(self.num, self.num_output, -1)
+                y3 = y.reshape(self.num, self.num_output, math.prod(self.a_dims))
                 y3 += bias[:, None]
 
     def backward(self, top, propagate_down, bottom):
         want_weights = self.param_propagate_down[0]
         want_bias = self.bias_term and self.param_propagate_down[1]
         for i, (top_blob, bottom_blob) in enumerate(zip(top, bottom, strict=True)):
-            dy = self._images(top_blob.diff, self.a_hw)
+            dy = self._images(top_blob.diff, self.a_dims)
             if want_bias:
-                self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+                self.blobs[1].diff += dy.reshape(self.num, self.num_output, -1).sum(axis=(0, 2))
             if not (want_weights or propagate_down[i]):
                 continue
-            x = self._images(bottom_blob.data, self.b_hw)
-            dx = self._images(bottom_blob.diff, self.b_hw) if propagate_down[i] else None
+            x = self._images(bottom_blob.data, self.b_dims)
+            dx = self._images(bottom_blob.diff, self.b_dims) if propagate_down[i] else None
             for start, stop in self.chunks:
                 cols = self._columns(dy[start:stop], None)
                 if want_weights:

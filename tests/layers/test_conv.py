@@ -260,11 +260,6 @@ def test_bad_geometry(body, pattern):
         build_layer(conv_text(body), [random(1, 2, 6, 6)])
 
 
-def test_only_two_spatial_axes():
-    with pytest.raises(CaffeliteError, match=r"only 2-D .* \(2, 3, 4, 5, 6\).* has 3 spatial"):
-        build_layer(conv_text("num_output: 2 kernel_size: 3"), [random(2, 3, 4, 5, 6)])
-
-
 def test_loaded_weights_of_the_wrong_shape():
     param = layer_param_from_text(conv_text("num_output: 2 kernel_size: 3"))
     param.blobs.append(Blob(2, 3, 5, 5).to_proto())

@@ -21,25 +21,46 @@ def _pair(values, what: str, ctx) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
-def _symmetric_pads(ctx) -> tuple[int, int]:
+def _per_axis(values, axes: int, what: str, ctx) -> list[int]:
+    values = [int(v) for v in values]
+    if len(values) != axes:
+        raise ctx.error(f"{what} {values} needs one value per spatial axis ({axes})")
+    return values
+
+
+def _symmetric_pads(ctx, axes: int) -> list[int]:
     if ctx.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         raise ctx.error(f"auto_pad {ctx.attr('auto_pad')} is not supported; give explicit pads")
-    pads = list(ctx.attr("pads", [0, 0, 0, 0]))
-    if pads[:2] != pads[2:]:
+    pads = list(ctx.attr("pads", [0] * (2 * axes)))
+    if pads[: len(pads) // 2] != pads[len(pads) // 2 :]:
         raise ctx.error(f"Caffe pads both sides alike; pads {pads} differ")
-    return _pair(pads[:2], "padding", ctx)
+    return _per_axis(pads[: len(pads) // 2], axes, "pads", ctx)
+
+
+def _repeated(values: list[int]) -> list[int]:
+    """Caffe's repeated geometry field: one value when all axes agree."""
+    return values[:1] if len(set(values)) == 1 else values
 
 
 def _conv_geometry(param, ctx) -> None:
-    kh, kw = _pair(ctx.attr("kernel_shape", ctx.const(1).shape[2:]), "convolution", ctx)
-    sh, sw = _pair(ctx.attr("strides", [1, 1]), "stride", ctx)
-    ph, pw = _symmetric_pads(ctx)
-    dh, dw = _pair(ctx.attr("dilations", [1, 1]), "dilation", ctx)
-    param.kernel_h, param.kernel_w = kh, kw
-    param.stride_h, param.stride_w = sh, sw
-    param.pad_h, param.pad_w = ph, pw
-    if (dh, dw) != (1, 1):
-        param.dilation.extend([dh, dw] if dh != dw else [dh])
+    """Any number of spatial axes; 2-D in Caffe's kernel_h/kernel_w form."""
+    kernel = [int(k) for k in ctx.attr("kernel_shape", ctx.const(1).shape[2:])]
+    axes = len(kernel)
+    stride = _per_axis(ctx.attr("strides", [1] * axes), axes, "strides", ctx)
+    pad = _symmetric_pads(ctx, axes)
+    dilation = _per_axis(ctx.attr("dilations", [1] * axes), axes, "dilations", ctx)
+    if axes == 2:
+        param.kernel_h, param.kernel_w = kernel
+        param.stride_h, param.stride_w = stride
+        param.pad_h, param.pad_w = pad
+    else:
+        param.kernel_size.extend(_repeated(kernel))
+        if any(s != 1 for s in stride):
+            param.stride.extend(_repeated(stride))
+        if any(pad):
+            param.pad.extend(_repeated(pad))
+    if any(d != 1 for d in dilation):
+        param.dilation.extend(_repeated(dilation))
     param.group = int(ctx.attr("group", 1))
 
 

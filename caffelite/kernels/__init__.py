@@ -92,3 +92,23 @@ def channel_affine(y, scale, shift, relu: bool, negative_slope: float):
     """In place on ``y`` ``(n, C, ...)``: ``y = y * scale[c] + shift[c]``, then, if
     ``relu``, Caffe's (leaky) ReLU: one pass for a folded Convolution's epilogue."""
     implementation(y).channel_affine(y, scale, shift, relu, negative_slope)
+
+
+# ---- stochastic pooling (Caffe's StoPoolForwardTrain / StoPoolForwardTest) --------------
+# As in Caffe's GPU kernels, a window starts at ``p * stride`` and is clipped to the image:
+# padding does not shift it. The inputs are meant to be non-negative (after a ReLU).
+def stochastic_pool_forward_train(x, y, uniforms, sampled, kernel: Pair, stride: Pair):
+    """``y`` = one element of each window, drawn with probability ``x / window_sum``: the
+    first (row-major) whose running sum reaches ``uniforms * window_sum``; ``sampled`` (int32)
+    its position ``h * width + w``, as MAX's ``argmax``, so :func:`max_pool_backward`
+    routes the gradient. ``uniforms`` (shaped like ``y``, values in (0, 1]) are drawn by
+    the caller from :mod:`caffelite.rng`, which keeps the kernel deterministic. Where
+    the threshold is never reached (only with negative inputs) the window's last element
+    is taken."""
+    implementation(x).stochastic_pool_forward_train(x, y, uniforms, sampled, kernel, stride)
+
+
+def stochastic_pool_forward_test(x, y, kernel: Pair, stride: Pair):
+    """``y`` = ``sum(x^2) / (FLT_MIN + sum(x))`` over each window: the expectation of the
+    TRAIN draw (0 for an all-zero window; Caffe's FLT_MIN start avoids dividing by 0)."""
+    implementation(x).stochastic_pool_forward_test(x, y, kernel, stride)

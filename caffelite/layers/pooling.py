@@ -91,6 +91,7 @@ class PoolingLayer(Layer):
         if self.kernel is not None:
             self._check_pad_below_kernel()
         self.ceil_mode = param.round_mode == _P.CEIL
+        self.drawn_shape = None  # STOCHASTIC: the top shape of the last TRAIN draw
         self.workspace = Workspace()
 
     def _pair(self, param, name: str, default: int) -> tuple[int, int]:
@@ -145,7 +146,6 @@ class PoolingLayer(Layer):
         if self.method in (_P.MAX, _P.STOCHASTIC):
             # MAX's argmax, or the element each STOCHASTIC window drew (Caffe's rand_idx_)
             self.argmax = self.workspace.array("argmax", (num, channels, oh, ow), numpy.int32)
-        self.sampled = False
 
     # ---- forward -----------------------------------------------------------------------
     def forward(self, bottom, top):
@@ -163,7 +163,7 @@ class PoolingLayer(Layer):
             kernels.stochastic_pool_forward_train(
                 x, y, uniforms, self.argmax, self.kernel, self.stride
             )
-            self.sampled = True
+            self.drawn_shape = y.shape  # what backward may route through
         else:
             kernels.stochastic_pool_forward_test(x, y, self.kernel, self.stride)
 
@@ -172,10 +172,10 @@ class PoolingLayer(Layer):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff, bottom[0].diff
-        if self.method == _P.STOCHASTIC and not self.sampled:
+        if self.method == _P.STOCHASTIC and self.drawn_shape != dy.shape:
             raise self.error(
-                "STOCHASTIC pooling has a backward only after a TRAIN forward (it routes "
-                "the gradient to the drawn elements); the TEST phase draws none"
+                "STOCHASTIC pooling has a backward only after a TRAIN forward of this shape (it "
+                "routes the gradient to the drawn elements); the TEST phase draws none"
             )
         if self.method in (_P.MAX, _P.STOCHASTIC):
             kernels.max_pool_backward(dy, self.argmax, dx)

@@ -137,7 +137,12 @@ class PoolingLayer(Layer):
             raise self.error(
                 f"the last pooling window starts outside the input: input {height}x{width}, "
                 f"kernel {kh}x{kw}, stride {sh}x{sw}, pad {ph}x{pw} give {oh}x{ow} windows; "
-                "use a smaller stride"
+                + (
+                    "STOCHASTIC windows start at output * stride whatever the pad (Caffe's "
+                    "GPU code, which leaves such an output unwritten): use less pad"
+                    if self.method == _P.STOCHASTIC
+                    else "use a smaller stride"
+                )
             )
         self.out_hw = (oh, ow)
         top[0].reshape(num, channels, oh, ow)

@@ -287,3 +287,26 @@ def test_bad_parameters(tmp_path, image, window, transform, pattern):
     source = window_file(tmp_path, [("a.png", [(0, 0.0, 0, 0, 3, 3)])])
     with pytest.raises(CaffeliteError, match=pattern):
         build(layer_text(source, window=window, transform=transform))
+
+
+def test_in_a_net(tmp_path, image):
+    import caffelite as caffe
+    from caffelite.proto import caffe_pb2
+    from caffelite.prototxt import parse_text
+
+    source = window_file(tmp_path, [("a.png", [(1, 0.9, 1, 1, 8, 8), (0, 0.1, 2, 3, 7, 8)])])
+    text = f"""
+    layer {{ name: "data" type: "WindowData" top: "data" top: "label"
+             window_data_param {{ source: "{source}" batch_size: 4 root_folder: "{tmp_path}/"
+                                  context_pad: 1 crop_mode: "square" }}
+             transform_param {{ crop_size: 6 mirror: true mean_value: 100 }} }}
+    layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+             inner_product_param {{ num_output: 2 weight_filler {{ type: "xavier" }} }} }}
+    layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}
+    """
+    net = caffe.Net(parse_text(text, caffe_pb2.NetParameter()), caffe.TRAIN)
+    net.forward()
+    net.backward()
+    assert net.blobs["data"].data.shape == (4, 3, 6, 6)
+    np.testing.assert_array_equal(net.blobs["label"].data, [0, 0, 0, 1])
+    assert np.isfinite(net.blobs["loss"].data).all()

@@ -114,3 +114,23 @@ def col2im_nd(col, dx, kernel: Shape, stride: Shape, pad: Shape, dilation: Shape
     """The adjoint of :func:`im2col_nd`: ``dx`` ``(n, C, *spatial)`` = the sum of each
     pixel's column entries (padding entries dropped)."""
     implementation(col).col2im_nd(col, dx, kernel, stride, pad, dilation, batch_last)
+
+
+# ---- stochastic pooling (Caffe's StoPoolForwardTrain / StoPoolForwardTest) --------------
+# As in Caffe's GPU kernels, a window starts at ``p * stride`` and is clipped to the image:
+# padding does not shift it. The inputs are meant to be non-negative (after a ReLU).
+def stochastic_pool_forward_train(x, y, uniforms, sampled, kernel: Pair, stride: Pair):
+    """``y`` = one element of each window, drawn with probability ``x / window_sum``: the
+    first (row-major) whose running sum reaches ``uniforms * window_sum``; ``sampled`` (int32)
+    its position ``h * width + w``, as MAX's ``argmax``, so :func:`max_pool_backward`
+    routes the gradient. ``uniforms`` (shaped like ``y``, values in (0, 1]) are drawn by
+    the caller from :mod:`caffelite.rng`, which keeps the kernel deterministic. Where
+    the threshold is never reached (only with negative inputs) the window's last element
+    is taken."""
+    implementation(x).stochastic_pool_forward_train(x, y, uniforms, sampled, kernel, stride)
+
+
+def stochastic_pool_forward_test(x, y, kernel: Pair, stride: Pair):
+    """``y`` = ``sum(x^2) / (FLT_MIN + sum(x))`` over each window: the expectation of the
+    TRAIN draw (0 for an all-zero window; Caffe's FLT_MIN start avoids dividing by 0)."""
+    implementation(x).stochastic_pool_forward_test(x, y, kernel, stride)

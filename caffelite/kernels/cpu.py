@@ -464,3 +464,68 @@ def _col2im_nd_batch_last(col, dx, rows, k, s, p, d, width):
                             if 0 <= q < width:
                                 for b in range(n):
                                     dx[b, ch, start + q] += col[ch, cell, j, r, z, b]
+
+
+# ---- stochastic pooling -------------------------------------------------------------------
+_FLT_MIN = float(np.finfo(np.float32).tiny)  # Caffe's start for the TEST denominator
+
+
+def stochastic_pool_forward_train(x, y, uniforms, sampled, kernel, stride):
+    _stochastic_pool_forward_train(x, y, uniforms, sampled, *kernel, *stride)
+
+
+def stochastic_pool_forward_test(x, y, kernel, stride):
+    _stochastic_pool_forward_test(x, y, *kernel, *stride)
+
+
+@_jit
+def _stochastic_pool_forward_train(x, y, uniforms, sampled, kh, kw, sh, sw):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    x_planes, y_planes = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow)
+    u_planes, s_planes = uniforms.reshape(n * c, oh * ow), sampled.reshape(n * c, oh * ow)
+    for plane in prange(n * c):
+        xs, ys, us, ss = x_planes[plane], y_planes[plane], u_planes[plane], s_planes[plane]
+        for py in range(oh):
+            r0, r1 = py * sh, min(py * sh + kh, h)
+            for px in range(ow):
+                q0, q1 = px * sw, min(px * sw + kw, w)
+                total = xs[0] * 0
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        total += xs[r * w + q]
+                threshold = us[py * ow + px] * total
+                pick = (r1 - 1) * w + q1 - 1
+                running = xs[0] * 0
+                found = False
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        running += xs[r * w + q]
+                        if running >= threshold:
+                            pick, found = r * w + q, True
+                            break
+                    if found:
+                        break
+                ys[py * ow + px] = xs[pick]
+                ss[py * ow + px] = pick
+
+
+@_jit
+def _stochastic_pool_forward_test(x, y, kh, kw, sh, sw):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    x_planes, y_planes = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow)
+    for plane in prange(n * c):
+        xs, ys = x_planes[plane], y_planes[plane]
+        for py in range(oh):
+            r0, r1 = py * sh, min(py * sh + kh, h)
+            for px in range(ow):
+                q0, q1 = px * sw, min(px * sw + kw, w)
+                total = xs[0] * 0 + _FLT_MIN
+                squares = xs[0] * 0
+                for r in range(r0, r1):
+                    for q in range(q0, q1):
+                        value = xs[r * w + q]
+                        total += value
+                        squares += value * value
+                ys[py * ow + px] = squares / total

@@ -1,4 +1,4 @@
-"""Pooling (MAX and AVE) with Caffe's output size, padding and tie rules.
+"""Pooling (MAX, AVE and STOCHASTIC) with Caffe's output size, padding and tie rules.
 
 The array work is in :mod:`caffelite.kernels` (one pass over the input per call):
 MAX keeps, per output, the position of the first maximum of its window (row-major,
@@ -6,6 +6,16 @@ a later element replaces it only when strictly greater, as Caffe's loop does) an
 backward routes the gradient there; AVE divides by the window clipped to the padded
 image, as Caffe does. Windows that ceil rounding lets hang past the border are
 clipped to the image.
+
+STOCHASTIC follows Caffe's GPU kernels (Caffe has no CPU version): in TRAIN each
+window outputs one of its elements drawn with probability proportional to its value,
+and backward routes the gradient to the drawn element; in TEST it outputs the
+expectation of that draw, ``sum(x^2) / sum(x)``. The uniforms are drawn from the
+process-wide stream (:mod:`caffelite.rng`) on the host, so a resumed run draws the
+same samples. As in Caffe's kernels the windows start at ``p * stride`` whatever
+``pad`` is (pad only adds output cells at the far end) and the inputs are assumed
+non-negative (after a ReLU); with negative inputs the draw is no longer a
+probability (see :func:`caffelite.kernels.stochastic_pool_forward_train`).
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ import numpy
 
 from caffelite import kernels
 from caffelite.im2col import Workspace
-from caffelite.layer import Layer, register_layer
+from caffelite.layer import TRAIN, Layer, register_layer
 from caffelite.proto import caffe_pb2
+from caffelite.rng import get_rng
 
 _P = caffe_pb2.PoolingParameter
 
@@ -33,7 +44,8 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool =
 
 @register_layer("Pooling")
 class PoolingLayer(Layer):
-    """Caffe's Pooling: MAX (with an optional argmax ``mask`` top) or AVE, 4-d bottoms."""
+    """Caffe's Pooling: MAX (with an optional argmax ``mask`` top), AVE or STOCHASTIC,
+    4-d bottoms."""
 
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
@@ -43,9 +55,7 @@ class PoolingLayer(Layer):
     def setup(self, bottom, top):
         param = self.layer_param.pooling_param
         self.method = param.pool
-        if self.method == _P.STOCHASTIC:
-            raise self.error("STOCHASTIC pooling is not supported (use MAX or AVE)")
-        if self.method not in (_P.MAX, _P.AVE):
+        if self.method not in (_P.MAX, _P.AVE, _P.STOCHASTIC):
             raise self.error(f"unknown pooling method {self.method}")
         if len(top) > 1 and self.method != _P.MAX:
             raise self.error(
@@ -81,6 +91,7 @@ class PoolingLayer(Layer):
         if self.kernel is not None:
             self._check_pad_below_kernel()
         self.ceil_mode = param.round_mode == _P.CEIL
+        self.drawn_shape = None  # STOCHASTIC: the top shape of the last TRAIN draw
         self.workspace = Workspace()
 
     def _pair(self, param, name: str, default: int) -> tuple[int, int]:
@@ -118,19 +129,27 @@ class PoolingLayer(Layer):
                 f"pooled output would be empty: input {height}x{width}, kernel {kh}x{kw}, "
                 f"stride {sh}x{sw}, pad {ph}x{pw} give {oh}x{ow}"
             )
-        if (oh - 1) * sh - ph >= height or (ow - 1) * sw - pw >= width:
+        # STOCHASTIC windows are not shifted by the padding (Caffe's GPU kernels).
+        shift_h, shift_w = (0, 0) if self.method == _P.STOCHASTIC else (ph, pw)
+        if (oh - 1) * sh - shift_h >= height or (ow - 1) * sw - shift_w >= width:
             # Caffe's ceil rounding with pad 0 can add a window that starts past the input
             # (its output is -FLT_MAX); the kernels would read outside the image.
             raise self.error(
                 f"the last pooling window starts outside the input: input {height}x{width}, "
                 f"kernel {kh}x{kw}, stride {sh}x{sw}, pad {ph}x{pw} give {oh}x{ow} windows; "
-                "use a smaller stride"
+                + (
+                    "STOCHASTIC windows start at output * stride whatever the pad (Caffe's "
+                    "GPU code, which leaves such an output unwritten): use less pad"
+                    if self.method == _P.STOCHASTIC
+                    else "use a smaller stride"
+                )
             )
         self.out_hw = (oh, ow)
         top[0].reshape(num, channels, oh, ow)
         if len(top) > 1:
             top[1].reshape(num, channels, oh, ow)
-        if self.method == _P.MAX:
+        if self.method in (_P.MAX, _P.STOCHASTIC):
+            # MAX's argmax, or the element each STOCHASTIC window drew (Caffe's rand_idx_)
             self.argmax = self.workspace.array("argmax", (num, channels, oh, ow), numpy.int32)
 
     # ---- forward -----------------------------------------------------------------------
@@ -140,15 +159,30 @@ class PoolingLayer(Layer):
             kernels.max_pool_forward(x, y, self.argmax, self.kernel, self.stride, self.pad)
             if len(top) > 1:
                 top[1].data[...] = self.argmax  # Caffe's mask: h * W + w, as float
-        else:
+        elif self.method == _P.AVE:
             kernels.ave_pool_forward(x, y, self.kernel, self.stride, self.pad)
+        elif self.phase == TRAIN:
+            # Caffe's curand uniforms lie in (0, 1]: a window never draws a zero element
+            # unless the whole window is zero.
+            uniforms = self.xp.asarray(1.0 - get_rng().random(size=y.shape), dtype=y.dtype)
+            kernels.stochastic_pool_forward_train(
+                x, y, uniforms, self.argmax, self.kernel, self.stride
+            )
+            self.drawn_shape = y.shape  # what backward may route through
+        else:
+            kernels.stochastic_pool_forward_test(x, y, self.kernel, self.stride)
 
     # ---- backward ----------------------------------------------------------------------
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         dy, dx = top[0].diff, bottom[0].diff
-        if self.method == _P.MAX:
+        if self.method == _P.STOCHASTIC and self.drawn_shape != dy.shape:
+            raise self.error(
+                "STOCHASTIC pooling has a backward only after a TRAIN forward of this shape (it "
+                "routes the gradient to the drawn elements); the TEST phase draws none"
+            )
+        if self.method in (_P.MAX, _P.STOCHASTIC):
             kernels.max_pool_backward(dy, self.argmax, dx)
         else:
             kernels.ave_pool_backward(dy, dx, self.kernel, self.stride, self.pad)

@@ -223,7 +223,6 @@ def test_no_bottom_gradient_requested():
     [
         ("kernel_size: 3 pad: 3", r"pad_h \(3\) must be smaller than kernel_h \(3\)"),
         ("kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 2", r"pad_w \(2\) must be smaller than kernel_w"),
-        ("pool: STOCHASTIC kernel_size: 2", "STOCHASTIC pooling is not supported"),
         ("kernel_size: 2 kernel_h: 2 kernel_w: 2", "kernel_size OR kernel_h and kernel_w"),
         ("stride: 2", r"kernel_size \(or both kernel_h and kernel_w\) is required"),
         ("kernel_h: 2", "is required"),

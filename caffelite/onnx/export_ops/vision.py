@@ -50,6 +50,10 @@ def pooling(ctx) -> None:
     layer = ctx.layer
     if len(ctx.tops) > 1:
         raise ctx.error("the argmax mask top of MAX pooling has no ONNX equivalent")
+    if layer.method == _P.STOCHASTIC:
+        raise ctx.error(
+            "STOCHASTIC pooling has no ONNX equivalent (ONNX has no sampling pooling op)"
+        )
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.pad
     _, _, height, width = ctx.bottom_shapes[0]
     oh, ow = ctx.top_shapes[0][2:]

@@ -58,9 +58,14 @@ def max_pool_forward(x, y, argmax, kernel: Pair, stride: Pair, pad: Pair):
     implementation(x).max_pool_forward(x, y, argmax, kernel, stride, pad)
 
 
-def max_pool_backward(dy, argmax, dx):
-    """``dx`` = ``dy`` routed to each window's ``argmax`` (summed where windows share it)."""
-    implementation(dy).max_pool_backward(dy, argmax, dx)
+def max_pool_backward(dy, argmax, dx, kernel: Pair, stride: Pair, pad: Pair):
+    """``dx`` = ``dy`` routed to each window's ``argmax`` (summed where windows share it).
+
+    The window geometry lets a device give each input pixel one thread that gathers from
+    the windows that can hold it (deterministic, no atomics); the CPU scatters and needs
+    none. STOCHASTIC pooling's windows are not shifted by the pad: it passes ``(0, 0)``.
+    """
+    implementation(dy).max_pool_backward(dy, argmax, dx, kernel, stride, pad)
 
 
 def ave_pool_forward(x, y, kernel: Pair, stride: Pair, pad: Pair):

@@ -113,8 +113,8 @@ def max_pool_forward(x, y, argmax, kernel, stride, pad):
     _max_pool_forward(x, y, argmax, *kernel, *stride, *pad)
 
 
-def max_pool_backward(dy, argmax, dx):
-    _max_pool_backward(dy, argmax, dx)
+def max_pool_backward(dy, argmax, dx, kernel, stride, pad):
+    _max_pool_backward(dy, argmax, dx)  # scatters through argmax: no geometry needed
 
 
 def ave_pool_forward(x, y, kernel, stride, pad):

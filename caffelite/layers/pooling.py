@@ -183,6 +183,7 @@ class PoolingLayer(Layer):
                 "routes the gradient to the drawn elements); the TEST phase draws none"
             )
         if self.method in (_P.MAX, _P.STOCHASTIC):
-            kernels.max_pool_backward(dy, self.argmax, dx)
+            pad = (0, 0) if self.method == _P.STOCHASTIC else self.pad  # windows at p * stride
+            kernels.max_pool_backward(dy, self.argmax, dx, self.kernel, self.stride, pad)
         else:
             kernels.ave_pool_backward(dy, dx, self.kernel, self.stride, self.pad)

@@ -210,7 +210,7 @@ def test_max_pool_backward(device, dtype, case):
     )
     dy = np.random.default_rng(4).standard_normal(y_shape).astype(dtype)
     expected = garbage(x_shape, dtype)
-    cpu.max_pool_backward(dy, argmax, expected)
+    cpu.max_pool_backward(dy, argmax, expected, *geometry)
     dx = device.put(garbage(x_shape, dtype))
     device.run("max_pool_backward", device.put(dy), device.put(argmax), dx, *geometry)
     np.testing.assert_array_equal(device.get(dx), expected)

@@ -122,6 +122,9 @@ def col2im_nd(col, dx, kernel: Shape, stride: Shape, pad: Shape, dilation: Shape
 
 
 # ---- stochastic pooling (Caffe's StoPoolForwardTrain / StoPoolForwardTest) --------------
+FLT_MIN = 1.1754943508222875e-38  # float32's smallest normal: Caffe's TEST denominator start
+
+
 # As in Caffe's GPU kernels, a window starts at ``p * stride`` and is clipped to the image:
 # padding does not shift it. The inputs are meant to be non-negative (after a ReLU).
 def stochastic_pool_forward_train(x, y, uniforms, sampled, kernel: Pair, stride: Pair):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from caffelite.kernels import FLT_MIN
 from caffelite.kernels.threads import configure_threads
 
 configure_threads()
@@ -467,19 +468,19 @@ def _col2im_nd_batch_last(col, dx, rows, k, s, p, d, width):
 
 
 # ---- stochastic pooling -------------------------------------------------------------------
-_FLT_MIN = float(np.finfo(np.float32).tiny)  # Caffe's start for the TEST denominator
-
-
+# The sums start from scalars of the arrays' dtype, as Caffe's ``Dtype cumsum``: a bare
+# literal (``0``, ``FLT_MIN``) would make numba add in float64 for float32 arrays.
 def stochastic_pool_forward_train(x, y, uniforms, sampled, kernel, stride):
-    _stochastic_pool_forward_train(x, y, uniforms, sampled, *kernel, *stride)
+    _stochastic_pool_forward_train(x, y, uniforms, sampled, x.dtype.type(0), *kernel, *stride)
 
 
 def stochastic_pool_forward_test(x, y, kernel, stride):
-    _stochastic_pool_forward_test(x, y, *kernel, *stride)
+    start = x.dtype.type(FLT_MIN)
+    _stochastic_pool_forward_test(x, y, x.dtype.type(0), start, *kernel, *stride)
 
 
 @_jit
-def _stochastic_pool_forward_train(x, y, uniforms, sampled, kh, kw, sh, sw):
+def _stochastic_pool_forward_train(x, y, uniforms, sampled, zero, kh, kw, sh, sw):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     x_planes, y_planes = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow)
@@ -490,13 +491,13 @@ def _stochastic_pool_forward_train(x, y, uniforms, sampled, kh, kw, sh, sw):
             r0, r1 = py * sh, min(py * sh + kh, h)
             for px in range(ow):
                 q0, q1 = px * sw, min(px * sw + kw, w)
-                total = xs[0] * 0
+                total = zero
                 for r in range(r0, r1):
                     for q in range(q0, q1):
                         total += xs[r * w + q]
                 threshold = us[py * ow + px] * total
                 pick = (r1 - 1) * w + q1 - 1
-                running = xs[0] * 0
+                running = zero
                 found = False
                 for r in range(r0, r1):
                     for q in range(q0, q1):
@@ -511,7 +512,7 @@ def _stochastic_pool_forward_train(x, y, uniforms, sampled, kh, kw, sh, sw):
 
 
 @_jit
-def _stochastic_pool_forward_test(x, y, kh, kw, sh, sw):
+def _stochastic_pool_forward_test(x, y, zero, start, kh, kw, sh, sw):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     x_planes, y_planes = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow)
@@ -521,8 +522,8 @@ def _stochastic_pool_forward_test(x, y, kh, kw, sh, sw):
             r0, r1 = py * sh, min(py * sh + kh, h)
             for px in range(ow):
                 q0, q1 = px * sw, min(px * sw + kw, w)
-                total = xs[0] * 0 + _FLT_MIN
-                squares = xs[0] * 0
+                total = start
+                squares = zero
                 for r in range(r0, r1):
                     for q in range(q0, q1):
                         value = xs[r * w + q]

@@ -26,6 +26,7 @@ from numba import cuda
 from numba.core import config as numba_config
 
 from caffelite.errors import CaffeliteError
+from caffelite.kernels import FLT_MIN
 
 #: Threads per block: a multiple of the warp size, small enough that a block of
 #: simulated threads (Python threads under the simulator) stays cheap.
@@ -395,3 +396,209 @@ def _channel_affine(y, scale, shift, c, pixels, relu, negative_slope):
     if relu and value < 0:
         value *= negative_slope
     y[t] = value
+
+
+# ---- N-d im2col / col2im ------------------------------------------------------------------
+# The geometry travels as tuples, one entry per spatial axis (numba compiles one version
+# per number of axes). A thread decodes its flat index axis by axis from the last, the
+# kernel cell and the output position together, so no per-thread arrays are needed.
+def im2col_nd(x, col, kernel, stride, pad, dilation, batch_last):
+    n, c, *spatial = x.shape
+    out = _nd_output_shape(col, len(spatial), batch_last)
+    geometry = _nd_geometry(spatial, out, kernel, stride, pad, dilation)
+    loop = _im2col_nd_batch_last if batch_last else _im2col_nd_batch_first
+    _launch(loop, col.size, _flat(x), _flat(col), n, c, *geometry)
+
+
+def col2im_nd(col, dx, kernel, stride, pad, dilation, batch_last):
+    n, c, *spatial = dx.shape
+    out = _nd_output_shape(col, len(spatial), batch_last)
+    geometry = _nd_geometry(spatial, out, kernel, stride, pad, dilation)
+    loop = _col2im_nd_batch_last if batch_last else _col2im_nd_batch_first
+    _launch(loop, dx.size, _flat(col), _flat(dx), _zero(dx), n, c, *geometry)
+
+
+def _nd_output_shape(col, axes, batch_last):
+    return tuple(col.shape[-1 - axes : -1] if batch_last else col.shape[-axes:])
+
+
+def _nd_geometry(spatial, out, kernel, stride, pad, dilation):
+    """The per-axis tuples, and the products the kernels divide by."""
+    axes = (spatial, out, kernel, stride, pad, dilation)
+    return (
+        *(tuple(int(v) for v in values) for values in axes),
+        math.prod(spatial),
+        math.prod(out),
+        math.prod(kernel),
+    )
+
+
+@_device_function
+def _nd_source(cell, position, spatial, out, kernel, stride, pad, dilation):
+    """The offset in an image plane that kernel cell ``cell`` reads for output
+    ``position`` (both flat, row-major), or -1 in the padding."""
+    offset, place = 0, 1
+    for a in range(len(spatial) - 1, -1, -1):
+        k, cell = cell % kernel[a], cell // kernel[a]
+        o, position = position % out[a], position // out[a]
+        source = o * stride[a] - pad[a] + k * dilation[a]
+        if source < 0 or source >= spatial[a]:
+            return -1
+        offset += source * place
+        place *= spatial[a]
+    return offset
+
+
+@_device_function
+def _nd_target(cell, pixel, spatial, out, kernel, stride, pad, dilation):
+    """The flat output position whose window reads ``pixel`` through kernel cell
+    ``cell``, or -1 where none does: the inverse of :func:`_nd_source`."""
+    position, place = 0, 1
+    for a in range(len(spatial) - 1, -1, -1):
+        k, cell = cell % kernel[a], cell // kernel[a]
+        p, pixel = pixel % spatial[a], pixel // spatial[a]
+        reach = p + pad[a] - k * dilation[a]
+        if reach < 0 or reach % stride[a] != 0 or reach // stride[a] >= out[a]:
+            return -1
+        position += (reach // stride[a]) * place
+        place *= out[a]
+    return position
+
+
+@_jit
+def _im2col_nd_batch_first(
+    x, col, n, c, spatial, out, kernel, stride, pad, dilation, pixels, outputs, cells
+):
+    # col is (n, C, *kernel, *out)
+    t = cuda.grid(1)
+    if t >= col.size:
+        return
+    position, rest = t % outputs, t // outputs
+    cell, plane = rest % cells, rest // cells
+    source = _nd_source(cell, position, spatial, out, kernel, stride, pad, dilation)
+    col[t] = 0 if source < 0 else x[plane * pixels + source]
+
+
+@_jit
+def _im2col_nd_batch_last(
+    x, col, n, c, spatial, out, kernel, stride, pad, dilation, pixels, outputs, cells
+):
+    # col is (C, *kernel, *out, n)
+    t = cuda.grid(1)
+    if t >= col.size:
+        return
+    b, rest = t % n, t // n
+    position, rest = rest % outputs, rest // outputs
+    cell, ch = rest % cells, rest // cells
+    source = _nd_source(cell, position, spatial, out, kernel, stride, pad, dilation)
+    col[t] = 0 if source < 0 else x[(b * c + ch) * pixels + source]
+
+
+@_jit
+def _col2im_nd_batch_first(
+    col, dx, zero, n, c, spatial, out, kernel, stride, pad, dilation, pixels, outputs, cells
+):
+    # Kernel cells in row-major order: the order in which the CPU loop adds them.
+    t = cuda.grid(1)
+    if t >= dx.size:
+        return
+    pixel, plane = t % pixels, t // pixels
+    total = zero
+    for cell in range(cells):
+        position = _nd_target(cell, pixel, spatial, out, kernel, stride, pad, dilation)
+        if position >= 0:
+            total += col[(plane * cells + cell) * outputs + position]
+    dx[t] = total
+
+
+@_jit
+def _col2im_nd_batch_last(
+    col, dx, zero, n, c, spatial, out, kernel, stride, pad, dilation, pixels, outputs, cells
+):
+    t = cuda.grid(1)
+    if t >= dx.size:
+        return
+    pixel, plane = t % pixels, t // pixels
+    b, ch = plane // c, plane % c
+    total = zero
+    for cell in range(cells):
+        position = _nd_target(cell, pixel, spatial, out, kernel, stride, pad, dilation)
+        if position >= 0:
+            total += col[((ch * cells + cell) * outputs + position) * n + b]
+    dx[t] = total
+
+
+# ---- stochastic pooling -------------------------------------------------------------------
+# Caffe's StoPoolForwardTrain / StoPoolForwardTest, one thread per output, windows from
+# ``p * stride`` clipped to the image; sums start from scalars of the arrays' dtype.
+def stochastic_pool_forward_train(x, y, uniforms, sampled, kernel, stride):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    arrays = (_flat(x), _flat(y), _flat(uniforms), _flat(sampled))
+    _launch(
+        _stochastic_pool_forward_train, y.size, *arrays, _zero(x), h, w, oh, ow, *kernel, *stride
+    )
+
+
+def stochastic_pool_forward_test(x, y, kernel, stride):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    start = x.dtype.type(FLT_MIN)
+    _launch(
+        _stochastic_pool_forward_test,
+        y.size,
+        _flat(x),
+        _flat(y),
+        _zero(x),
+        start,
+        h,
+        w,
+        oh,
+        ow,
+        *kernel,
+        *stride,
+    )
+
+
+@_jit
+def _stochastic_pool_forward_train(x, y, uniforms, sampled, zero, h, w, oh, ow, kh, kw, sh, sw):
+    t = cuda.grid(1)
+    if t >= y.size:
+        return
+    px, rest = t % ow, t // ow
+    py, plane = rest % oh, rest // oh
+    r0, r1 = py * sh, min(py * sh + kh, h)
+    q0, q1 = px * sw, min(px * sw + kw, w)
+    base = plane * h * w
+    total = zero
+    for r in range(r0, r1):
+        for q in range(q0, q1):
+            total += x[base + r * w + q]
+    threshold = uniforms[t] * total
+    pick = (r1 - 1) * w + q1 - 1  # where the threshold is never reached (negative inputs)
+    running = zero
+    found = False
+    for r in range(r0, r1):
+        for q in range(q0, q1):
+            running += x[base + r * w + q]
+            if not found and running >= threshold:
+                pick, found = r * w + q, True
+    y[t] = x[base + pick]
+    sampled[t] = pick
+
+
+@_jit
+def _stochastic_pool_forward_test(x, y, zero, start, h, w, oh, ow, kh, kw, sh, sw):
+    t = cuda.grid(1)
+    if t >= y.size:
+        return
+    px, rest = t % ow, t // ow
+    py, plane = rest % oh, rest // oh
+    base = plane * h * w
+    total, squares = start, zero
+    for r in range(py * sh, min(py * sh + kh, h)):
+        for q in range(px * sw, min(px * sw + kw, w)):
+            value = x[base + r * w + q]
+            total += value
+            squares += value * value
+    y[t] = squares / total

@@ -291,6 +291,118 @@ def test_channel_affine(device, dtype, shape, relu, negative_slope):
     assert_close(device.get(on_y), expected, dtype)
 
 
+# ---- N-d im2col / col2im --------------------------------------------------------------
+# (input shape, kernel, stride, pad, dilation), one entry per spatial axis
+CONVOLUTIONS_ND = {
+    "1d": ((2, 3, 9), (3,), (2,), (1,), (1,)),
+    "2d_as_nd": ((1, 2, 5, 6), (3, 2), (1, 2), (1, 0), (1, 2)),
+    "3d_c3d": ((1, 2, 3, 4, 4), (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),
+    "3d_mixed": ((1, 2, 5, 4, 6), (2, 3, 1), (2, 1, 3), (0, 1, 1), (2, 1, 1)),
+    "4d": ((1, 1, 3, 3, 4, 3), (2, 1, 2, 3), (1, 2, 1, 1), (1, 0, 0, 1), (1, 1, 2, 1)),
+}
+
+
+def col_shape_nd(x_shape, kernel, stride, pad, dilation, batch_last):
+    n, c, *spatial = x_shape
+    out = tuple(
+        (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+        for size, k, s, p, d in zip(spatial, kernel, stride, pad, dilation, strict=True)
+    )
+    return (c, *kernel, *out, n) if batch_last else (n, c, *kernel, *out)
+
+
+@pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
+@pytest.mark.parametrize("case", CONVOLUTIONS_ND)
+def test_im2col_nd(device, dtype, case, batch_last):
+    x_shape, *geometry = CONVOLUTIONS_ND[case]
+    x = np.random.default_rng(10).standard_normal(x_shape).astype(dtype)
+    shape = col_shape_nd(x_shape, *geometry, batch_last)
+    expected = garbage(shape, dtype)
+    cpu.im2col_nd(x, expected, *geometry, batch_last)
+    col = device.put(garbage(shape, dtype))
+    device.run("im2col_nd", device.put(x), col, *geometry, batch_last)
+    np.testing.assert_array_equal(device.get(col), expected)
+
+
+@pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
+@pytest.mark.parametrize("case", CONVOLUTIONS_ND)
+def test_col2im_nd(device, dtype, case, batch_last):
+    x_shape, *geometry = CONVOLUTIONS_ND[case]
+    shape = col_shape_nd(x_shape, *geometry, batch_last)
+    col = np.random.default_rng(11).standard_normal(shape).astype(dtype)
+    expected = garbage(x_shape, dtype)
+    cpu.col2im_nd(col, expected, *geometry, batch_last)
+    dx = device.put(garbage(x_shape, dtype))
+    device.run("col2im_nd", device.put(col), dx, *geometry, batch_last)
+    np.testing.assert_array_equal(device.get(dx), expected)
+
+
+# ---- stochastic pooling -------------------------------------------------------------------
+# (input shape, kernel, stride): windows from p * stride, the last ones clipped
+STOCHASTIC_POOLINGS = {
+    "3x3_stride2_clipped": ((2, 3, 7, 8), (3, 3), (2, 2)),
+    "2x2_stride2": ((1, 2, 6, 6), (2, 2), (2, 2)),
+    "rectangular_overlapping": ((2, 2, 5, 7), (2, 3), (1, 2)),
+}
+
+
+def activations(shape, dtype, seed):
+    """Non-negative, as after a ReLU, with a third of them exactly zero (so some windows
+    are all zeros and the draw must fall on the first element reached)."""
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    return np.maximum(x, 0) * (np.arange(x.size).reshape(shape) % 3 != 0)
+
+
+@pytest.mark.parametrize("case", STOCHASTIC_POOLINGS)
+def test_stochastic_pool_forward_train(device, dtype, case):
+    x_shape, kernel, stride = STOCHASTIC_POOLINGS[case]
+    y_shape = pooled_shape(x_shape, kernel, stride, (0, 0))
+    x = activations(x_shape, dtype, seed=12)
+    uniforms = (1.0 - np.random.default_rng(13).random(y_shape)).astype(dtype)
+    expected_y, expected_at = garbage(y_shape, dtype), np.full(y_shape, -1, np.int32)
+    cpu.stochastic_pool_forward_train(x, expected_y, uniforms, expected_at, kernel, stride)
+    y, at = device.put(garbage(y_shape, dtype)), device.put(np.full(y_shape, -1, np.int32))
+    device.run(
+        "stochastic_pool_forward_train", device.put(x), y, device.put(uniforms), at, kernel, stride
+    )
+    np.testing.assert_array_equal(device.get(at), expected_at)
+    np.testing.assert_array_equal(device.get(y), expected_y)
+
+
+@pytest.mark.parametrize("case", STOCHASTIC_POOLINGS)
+def test_stochastic_pool_forward_test(device, dtype, case):
+    x_shape, kernel, stride = STOCHASTIC_POOLINGS[case]
+    y_shape = pooled_shape(x_shape, kernel, stride, (0, 0))
+    x = activations(x_shape, dtype, seed=14)
+    expected = garbage(y_shape, dtype)
+    cpu.stochastic_pool_forward_test(x, expected, kernel, stride)
+    y = device.put(garbage(y_shape, dtype))
+    device.run("stochastic_pool_forward_test", device.put(x), y, kernel, stride)
+    assert_close(device.get(y), expected, dtype)
+
+
+def test_every_kernel_has_a_cuda_twin():
+    """No kernel reaches a device without its twin (and so without the cases above)."""
+    import inspect
+
+    from caffelite import kernels
+    from caffelite.kernels import cuda
+
+    contract = [
+        name
+        for name, function in inspect.getmembers(kernels, inspect.isfunction)
+        if function.__module__ == kernels.__name__ and name != "implementation"
+    ]
+    assert len(contract) >= 13
+    for name in contract:
+        for module in (cpu, cuda):
+            twin = getattr(module, name, None)
+            assert callable(twin), f"{module.__name__} has no {name}"
+            assert list(inspect.signature(twin).parameters) == list(
+                inspect.signature(getattr(kernels, name)).parameters
+            ), name
+
+
 # ---- refusals ----------------------------------------------------------------------------
 def test_non_contiguous_output_is_refused(device):
     """A strided output would be copied by the flattening and the kernel's writes lost."""

@@ -12,6 +12,7 @@ type has none is refused with its name and type.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,12 @@ from caffelite.errors import CaffeliteError
 from caffelite.onnx.graph import DEFAULT_OPSET, MIN_OPSET, GraphBuilder, require
 
 _HANDLERS: dict[str, Callable] = {}
+
+#: Layers whose blobs are T x N x ...: the batch is axis 1, and the recurrent ones are
+#: unrolled over a fixed T, so a net holding one exports with fixed shapes.
+TIME_MAJOR = frozenset({"RNN", "LSTM", "LSTMUnit"})
+
+logger = logging.getLogger("caffelite")
 
 
 def register_exporter(*layer_types: str):
@@ -129,31 +136,23 @@ def export(
                 last_writer[blob_id] = layer_id
     for blob_id in set(last_writer):
         g.reserve(names[blob_id])
-    current: dict[int, str] = {}
+
+    def top_name(blob_id: int, layer_id: int) -> str:
+        if last_writer[blob_id] == layer_id:
+            return names[blob_id]
+        return g.fresh(f"{names[blob_id]}@{layer_id}")
+
     inputs: list = []
-    for layer_id, layer in enumerate(net.layers):
-        handler = _HANDLERS.get(layer.layer_param.type)
-        if handler is None:
-            raise CaffeliteError(
-                f"layer {layer.layer_param.name!r} (type {layer.layer_param.type}) has no ONNX "
-                f"equivalent; exportable types: {', '.join(sorted(_HANDLERS))}"
-            )
-        tops = []
-        for blob_id in net.top_ids[layer_id]:
-            final = last_writer[blob_id] == layer_id
-            tops.append(names[blob_id] if final else g.fresh(f"{names[blob_id]}@{layer_id}"))
-        ctx = LayerContext(
-            g=g,
-            layer=layer,
-            bottoms=[current[b] for b in net.bottom_ids[layer_id]],
-            bottom_shapes=[tuple(b.shape) for b in net.bottom_vecs[layer_id]],
-            top_shapes=[tuple(t.shape) for t in net.top_vecs[layer_id]],
-            tops=tops,
-            inputs=inputs,
+    export_layers(g, net, range(len(net.layers)), {}, top_name, inputs)
+    time_major = sorted({t for t in (layer.type for layer in net.layers) if t in TIME_MAJOR})
+    if dynamic_batch and time_major:
+        logger.warning(
+            "net %r has %s layers (T x N blobs, the batch on axis 1, unrolled over T): "
+            "exporting with the prototxt's fixed shapes, not a dynamic batch",
+            net.name,
+            "/".join(time_major),
         )
-        handler(ctx)
-        for blob_id, value in zip(net.top_ids[layer_id], tops, strict=True):
-            current[blob_id] = value
+        dynamic_batch = False
     if not inputs:
         raise CaffeliteError(
             f"net {net.name!r} has no Input layer: export a deploy net (with an Input layer "
@@ -181,6 +180,36 @@ def export(
     if path is not None:
         _save_atomic(model, Path(path))
     return model
+
+
+def export_layers(g, net, layer_ids, current: dict, top_name, inputs: list) -> None:
+    """Add the nodes of ``net``'s layers ``layer_ids`` to ``g``.
+
+    ``current`` maps blob ids to the ONNX values holding them (updated as layers write);
+    ``top_name(blob_id, layer_id)`` names a layer's top; Input layers add to ``inputs``.
+    Recurrent layers call this for their unrolled nets.
+    """
+    for layer_id in layer_ids:
+        layer = net.layers[layer_id]
+        handler = _HANDLERS.get(layer.layer_param.type)
+        if handler is None:
+            raise CaffeliteError(
+                f"layer {layer.layer_param.name!r} (type {layer.layer_param.type}) has no ONNX "
+                f"equivalent; exportable types: {', '.join(sorted(_HANDLERS))}"
+            )
+        top_ids = net.top_ids[layer_id]
+        ctx = LayerContext(
+            g=g,
+            layer=layer,
+            bottoms=[current[b] for b in net.bottom_ids[layer_id]],
+            bottom_shapes=[tuple(b.shape) for b in net.bottom_vecs[layer_id]],
+            top_shapes=[tuple(t.shape) for t in net.top_vecs[layer_id]],
+            tops=[top_name(blob_id, layer_id) for blob_id in top_ids],
+            inputs=inputs,
+        )
+        handler(ctx)
+        for blob_id, value in zip(top_ids, ctx.tops, strict=True):
+            current[blob_id] = value
 
 
 def _max_ir_version(opset: int) -> int:

@@ -131,38 +131,53 @@ CONVOLUTIONS = {
 }
 
 
+# and for the N-d kernels, one entry per spatial axis (2-D too: force_nd_im2col)
+CONVOLUTIONS_ND = {
+    "1d": ((2, 3, 9), (3,), (2,), (1,), (1,)),
+    "2d_as_nd": ((1, 2, 5, 6), (3, 2), (1, 2), (1, 0), (1, 2)),
+    "3d_c3d": ((1, 2, 3, 4, 4), (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),
+    "3d_mixed": ((1, 2, 5, 4, 6), (2, 3, 1), (2, 1, 3), (0, 1, 1), (2, 1, 1)),
+    "4d": ((1, 1, 3, 3, 4, 3), (2, 1, 2, 3), (1, 2, 1, 1), (1, 0, 0, 1), (1, 1, 2, 1)),
+}
+# (forward kernel, backward kernel, geometry) per case
+IM2COL_CASES = {
+    **{name: ("im2col", "col2im", case) for name, case in CONVOLUTIONS.items()},
+    **{f"nd_{name}": ("im2col_nd", "col2im_nd", case) for name, case in CONVOLUTIONS_ND.items()},
+}
+
+
 def col_shape(x_shape, kernel, stride, pad, dilation, batch_last):
-    n, c, h, w = x_shape
-    oh, ow = (
+    n, c, *spatial = x_shape
+    out = tuple(
         (size + 2 * p - (d * (k - 1) + 1)) // s + 1
-        for size, k, s, p, d in zip((h, w), kernel, stride, pad, dilation, strict=True)
+        for size, k, s, p, d in zip(spatial, kernel, stride, pad, dilation, strict=True)
     )
-    return (c, *kernel, oh, ow, n) if batch_last else (n, c, *kernel, oh, ow)
+    return (c, *kernel, *out, n) if batch_last else (n, c, *kernel, *out)
 
 
 @pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
-@pytest.mark.parametrize("case", CONVOLUTIONS)
+@pytest.mark.parametrize("case", IM2COL_CASES)
 def test_im2col(device, dtype, case, batch_last):
-    x_shape, *geometry = CONVOLUTIONS[case]
+    forward, _, (x_shape, *geometry) = IM2COL_CASES[case]
     x = np.random.default_rng(0).standard_normal(x_shape).astype(dtype)
     shape = col_shape(x_shape, *geometry, batch_last)
     expected = garbage(shape, dtype)
-    cpu.im2col(x, expected, *geometry, batch_last)
+    getattr(cpu, forward)(x, expected, *geometry, batch_last)
     col = device.put(garbage(shape, dtype))
-    device.run("im2col", device.put(x), col, *geometry, batch_last)
+    device.run(forward, device.put(x), col, *geometry, batch_last)
     np.testing.assert_array_equal(device.get(col), expected)
 
 
 @pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
-@pytest.mark.parametrize("case", CONVOLUTIONS)
+@pytest.mark.parametrize("case", IM2COL_CASES)
 def test_col2im(device, dtype, case, batch_last):
-    x_shape, *geometry = CONVOLUTIONS[case]
+    _, backward, (x_shape, *geometry) = IM2COL_CASES[case]
     shape = col_shape(x_shape, *geometry, batch_last)
     col = np.random.default_rng(1).standard_normal(shape).astype(dtype)
     expected = garbage(x_shape, dtype)
-    cpu.col2im(col, expected, *geometry, batch_last)
+    getattr(cpu, backward)(col, expected, *geometry, batch_last)
     dx = device.put(garbage(x_shape, dtype))
-    device.run("col2im", device.put(col), dx, *geometry, batch_last)
+    device.run(backward, device.put(col), dx, *geometry, batch_last)
     np.testing.assert_array_equal(device.get(dx), expected)
 
 
@@ -289,52 +304,6 @@ def test_channel_affine(device, dtype, shape, relu, negative_slope):
     on_y = device.put(y)
     device.run("channel_affine", on_y, device.put(scale), device.put(shift), relu, negative_slope)
     assert_close(device.get(on_y), expected, dtype)
-
-
-# ---- N-d im2col / col2im --------------------------------------------------------------
-# (input shape, kernel, stride, pad, dilation), one entry per spatial axis
-CONVOLUTIONS_ND = {
-    "1d": ((2, 3, 9), (3,), (2,), (1,), (1,)),
-    "2d_as_nd": ((1, 2, 5, 6), (3, 2), (1, 2), (1, 0), (1, 2)),
-    "3d_c3d": ((1, 2, 3, 4, 4), (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)),
-    "3d_mixed": ((1, 2, 5, 4, 6), (2, 3, 1), (2, 1, 3), (0, 1, 1), (2, 1, 1)),
-    "4d": ((1, 1, 3, 3, 4, 3), (2, 1, 2, 3), (1, 2, 1, 1), (1, 0, 0, 1), (1, 1, 2, 1)),
-}
-
-
-def col_shape_nd(x_shape, kernel, stride, pad, dilation, batch_last):
-    n, c, *spatial = x_shape
-    out = tuple(
-        (size + 2 * p - (d * (k - 1) + 1)) // s + 1
-        for size, k, s, p, d in zip(spatial, kernel, stride, pad, dilation, strict=True)
-    )
-    return (c, *kernel, *out, n) if batch_last else (n, c, *kernel, *out)
-
-
-@pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
-@pytest.mark.parametrize("case", CONVOLUTIONS_ND)
-def test_im2col_nd(device, dtype, case, batch_last):
-    x_shape, *geometry = CONVOLUTIONS_ND[case]
-    x = np.random.default_rng(10).standard_normal(x_shape).astype(dtype)
-    shape = col_shape_nd(x_shape, *geometry, batch_last)
-    expected = garbage(shape, dtype)
-    cpu.im2col_nd(x, expected, *geometry, batch_last)
-    col = device.put(garbage(shape, dtype))
-    device.run("im2col_nd", device.put(x), col, *geometry, batch_last)
-    np.testing.assert_array_equal(device.get(col), expected)
-
-
-@pytest.mark.parametrize("batch_last", [False, True], ids=["batch_first", "batch_last"])
-@pytest.mark.parametrize("case", CONVOLUTIONS_ND)
-def test_col2im_nd(device, dtype, case, batch_last):
-    x_shape, *geometry = CONVOLUTIONS_ND[case]
-    shape = col_shape_nd(x_shape, *geometry, batch_last)
-    col = np.random.default_rng(11).standard_normal(shape).astype(dtype)
-    expected = garbage(x_shape, dtype)
-    cpu.col2im_nd(col, expected, *geometry, batch_last)
-    dx = device.put(garbage(x_shape, dtype))
-    device.run("col2im_nd", device.put(col), dx, *geometry, batch_last)
-    np.testing.assert_array_equal(device.get(dx), expected)
 
 
 # ---- stochastic pooling -------------------------------------------------------------------

@@ -126,14 +126,7 @@ def export(
         )
     g = GraphBuilder(opset)
     names = net._blob_names
-    # Which layer's top carries a blob's own name: an Input's (graph inputs keep their
-    # names), else the blob's last writer (so outputs keep theirs).
-    last_writer: dict[int, int] = {}
-    for layer_id, top_ids in enumerate(net.top_ids):
-        for blob_id in top_ids:
-            first = last_writer.get(blob_id)
-            if first is None or net.layers[first].layer_param.type != "Input":
-                last_writer[blob_id] = layer_id
+    last_writer = naming_writers(net)
     for blob_id in set(last_writer):
         g.reserve(names[blob_id])
 
@@ -144,7 +137,7 @@ def export(
 
     inputs: list = []
     export_layers(g, net, range(len(net.layers)), {}, top_name, inputs)
-    time_major = sorted({t for t in (layer.type for layer in net.layers) if t in TIME_MAJOR})
+    time_major = sorted({layer.type for layer in net.layers} & TIME_MAJOR)
     if dynamic_batch and time_major:
         logger.warning(
             "net %r has %s layers (T x N blobs, the batch on axis 1, unrolled over T): "
@@ -180,6 +173,18 @@ def export(
     if path is not None:
         _save_atomic(model, Path(path))
     return model
+
+
+def naming_writers(net) -> dict[int, int]:
+    """Which layer's top carries each blob's own name: an Input's (graph inputs keep their
+    names), else the blob's last writer (so outputs keep theirs)."""
+    writers: dict[int, int] = {}
+    for layer_id, top_ids in enumerate(net.top_ids):
+        for blob_id in top_ids:
+            first = writers.get(blob_id)
+            if first is None or net.layers[first].layer_param.type != "Input":
+                writers[blob_id] = layer_id
+    return writers
 
 
 def export_layers(g, net, layer_ids, current: dict, top_name, inputs: list) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffelite.onnx.export import export_layers, register_exporter
+from caffelite.onnx.export import export_layers, naming_writers, register_exporter
 
 
 @register_exporter("RNN", "LSTM")
@@ -43,11 +43,7 @@ def recurrent(ctx) -> None:
         if inner_layer.type == "Input":
             for blob_id in inner.top_ids[layer_id]:
                 current[blob_id] = given[names[blob_id]]
-    writers = {
-        blob_id: layer_id
-        for layer_id in range(layer.last_layer + 1)
-        for blob_id in inner.top_ids[layer_id]
-    }
+    writers = naming_writers(inner)
 
     def top_name(blob_id: int, layer_id: int) -> str:
         name = names[blob_id]

@@ -3,6 +3,11 @@
 The names here are pycaffe's, so existing pycaffe code runs unchanged.
 """
 
+# ruff: noqa: E402 (the idle-thread policy must be set before numpy is imported)
+from caffelite.kernels.threads import release_idle_threads
+
+release_idle_threads()  # before numpy loads OpenBLAS: see caffelite.kernels.threads
+
 from caffelite import io, layers
 from caffelite.backend import set_device, set_mode_cpu, set_mode_gpu
 from caffelite.blob import Blob

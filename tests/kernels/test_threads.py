@@ -45,3 +45,19 @@ def test_import_caffelite_does_not_load_numba():
     code = "import sys, caffelite; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_idle_threads_sleep_unless_the_user_chose():
+    from caffelite.kernels.threads import release_idle_threads
+
+    environ = {"OMP_WAIT_POLICY": "ACTIVE"}
+    release_idle_threads(environ)
+    assert environ == {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def test_import_caffelite_sets_the_idle_policy_before_numpy_loads():
+    code = "import sys, os; import caffelite; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "PASSIVE"

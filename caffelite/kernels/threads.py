@@ -11,8 +11,8 @@ Sharing the cores also needs each pool to let go of them when its work is done. 
 OpenMP (numba's ``omp`` threading layer) and OpenBLAS both keep their idle threads
 spinning by default, so with two pools on two cores each one's spinning threads steal
 the cores the other is computing on: measured on a 2-vCPU host, a LeNet training step
-took 40 ms with 2 threads against 17 ms with 1. :func:`release_idle_threads` asks both
-to sleep when idle (15 ms with 2 threads); a value the user set is kept.
+took 40-63 ms with 2 threads and 21 ms with 1. :func:`release_idle_threads` asks both
+to sleep when idle (14-15 ms with 2 threads); a value the user set is kept.
 """
 
 from __future__ import annotations

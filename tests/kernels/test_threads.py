@@ -56,8 +56,20 @@ def test_idle_threads_sleep_unless_the_user_chose():
 
 
 def test_import_caffelite_sets_the_idle_policy_before_numpy_loads():
-    code = "import sys, os; import caffelite; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
+    # a finder that notes the policy at the moment numpy is first imported
+    code = (
+        "import os, sys\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy' and not hasattr(self, 'seen'):\n"
+        "            self.seen = (os.environ.get('OMP_WAIT_POLICY'),\n"
+        "                         os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+        "spy = Spy(); sys.meta_path.insert(0, spy)\n"
+        "import caffelite\n"
+        "print(spy.seen)\n"
+    )
+    unset = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "PASSIVE"
+    assert out.stdout.strip() == "('PASSIVE', '4')"

@@ -14,6 +14,7 @@ import numpy
 
 from caffelite import backend, limits
 from caffelite.errors import CaffeliteError
+from caffelite.syncedmem import SyncedMemory
 
 MAX_BLOB_AXES = 32
 
@@ -47,15 +48,25 @@ def _as_shape(args) -> tuple[int, ...]:
 
 
 class Blob:
-    """Holds ``data`` and its gradient ``diff`` with the same shape and float type."""
+    """Holds ``data`` and its gradient ``diff`` with the same shape and float type.
+
+    The values live in a :class:`~caffelite.syncedmem.SyncedMemory` each: host memory
+    alone in CPU mode; host and device memory for a blob made in GPU mode. ``data`` and
+    ``diff`` are then the device arrays inside a layer (a device scope) and numpy arrays
+    everywhere else, so pycaffe code that writes ``blob.data[...]`` before ``forward()``
+    and reads it after keeps working; the copies happen only when a side is stale.
+    Caffe's explicit forms are here too: ``cpu_data()`` (read-only), ``mutable_cpu_data()``,
+    ``gpu_data()``, ``mutable_gpu_data()`` and the same for diff.
+    """
 
     def __init__(self, *shape, dtype=None):
         self.dtype = numpy.dtype(dtype) if dtype is not None else backend.default_dtype()
+        #: Where this blob's memory has its device copy (None: host only, CPU mode).
+        self.device = backend.new_memory_device()
         self._shape: tuple[int, ...] = ()
-        self._data_buf = None
-        self._diff_buf = None
-        self._data = None
-        self._diff = None
+        self._data_mem: SyncedMemory | None = None
+        self._diff_mem: SyncedMemory | None = None
+        self._views: dict[str, object] = {}
         self.reshape(*shape) if shape else self.reshape(())
 
     # ---- shape -------------------------------------------------------------
@@ -95,64 +106,115 @@ class Blob:
         """Change the shape; memory is reused when the new size fits the old buffer."""
         shape = _as_shape(shape)
         count = math.prod(shape)
-        if self._data_buf is None or self._data_buf.size < count:
+        if self._data_mem is None or self._data_mem.size < count:
             try:
                 limits.check_allocation(shape, self.dtype.itemsize)
             except limits.SizeLimitError as exc:
                 exc.blob = self  # the Net names the layer and the blob
                 raise
-            self._data_buf = backend.xp().zeros(max(count, 1), dtype=self.dtype)
-            self._diff_buf = None
+            self._data_mem = SyncedMemory(max(count, 1), self.dtype, self.device)
+            self._diff_mem = None
+        if self._diff_mem is not None and self._diff_mem.size < count:
+            self._diff_mem = None
         self._shape = shape
-        self._data = self._data_buf[:count].reshape(shape)
-        if self._diff_buf is not None and self._diff_buf.size < count:
-            self._diff_buf = None
-        self._diff = None if self._diff_buf is None else self._diff_buf[:count].reshape(shape)
+        self._views = {}
 
     def reshape_like(self, other: Blob) -> None:
         self.reshape(other.shape)
 
+    @property
+    def data_memory(self) -> SyncedMemory:
+        """The SyncedMemory behind ``data`` (shared by blobs that share data)."""
+        return self._data_mem
+
     # ---- data and diff -----------------------------------------------------
+    def _view(self, key: str, flat):
+        """``flat``'s first ``count`` values in this blob's shape, made once per reshape."""
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = flat[: math.prod(self._shape)].reshape(self._shape)
+        return view
+
+    def _in_device_scope(self) -> bool:
+        return self.device is not None and backend.current_scope() is self.device
+
     @property
     def data(self):
-        return self._data
+        """The values, for reading and writing: device array in a device scope, else numpy."""
+        if self._in_device_scope():
+            return self._view("gpu_data", self._data_mem.mutable_gpu_data())
+        return self._view("cpu_data", self._data_mem.mutable_cpu_data())
 
     @data.setter
     def data(self, value) -> None:
-        self._data[...] = value
+        self.data[...] = value
 
     @property
     def diff(self):
-        if self._diff is None:
-            count = len(self._data_buf)
-            self._diff_buf = backend.xp().zeros(count, dtype=self.dtype)
-            self._diff = self._diff_buf[: self._data.size].reshape(self._shape)
-        return self._diff
+        """The gradient, allocated (zeroed) on first use: inference never pays for it."""
+        if self._in_device_scope():
+            return self._view("gpu_diff", self._diff_memory().mutable_gpu_data())
+        return self._view("cpu_diff", self._diff_memory().mutable_cpu_data())
 
     @diff.setter
     def diff(self, value) -> None:
         self.diff[...] = value
 
+    def _diff_memory(self) -> SyncedMemory:
+        if self._diff_mem is None:
+            self._diff_mem = SyncedMemory(self._data_mem.size, self.dtype, self.device)
+        return self._diff_mem
+
     @property
     def has_diff(self) -> bool:
-        return self._diff is not None
+        return self._diff_mem is not None
+
+    def cpu_data(self) -> numpy.ndarray:
+        """The host values, synced, read-only: reading moves no head (snapshots, display)."""
+        return _read_only(self._view("cpu_data", self._data_mem.cpu_data()))
+
+    def cpu_diff(self) -> numpy.ndarray:
+        return _read_only(self._view("cpu_diff", self._diff_memory().cpu_data()))
+
+    def mutable_cpu_data(self) -> numpy.ndarray:
+        return self._view("cpu_data", self._data_mem.mutable_cpu_data())
+
+    def mutable_cpu_diff(self) -> numpy.ndarray:
+        return self._view("cpu_diff", self._diff_memory().mutable_cpu_data())
+
+    def gpu_data(self):
+        """The device values, synced, for reading (as Caffe's ``gpu_data()``)."""
+        return self._view("gpu_data", self._data_mem.gpu_data())
+
+    def gpu_diff(self):
+        return self._view("gpu_diff", self._diff_memory().gpu_data())
+
+    def mutable_gpu_data(self):
+        return self._view("gpu_data", self._data_mem.mutable_gpu_data())
+
+    def mutable_gpu_diff(self):
+        return self._view("gpu_diff", self._diff_memory().mutable_gpu_data())
 
     def share_data(self, other: Blob) -> None:
         """Use ``other``'s data memory (same count), as Flatten and Reshape do."""
         self._check_same_count(other)
-        self._data_buf = other._data_buf
-        self._data = other._data.reshape(self._shape)
+        self._data_mem = other._data_mem
+        self._views = {}
 
     def share_diff(self, other: Blob) -> None:
         self._check_same_count(other)
-        diff = other.diff
-        self._diff_buf = other._diff_buf
-        self._diff = diff.reshape(self._shape)
+        self._diff_mem = other._diff_memory()
+        self._views = {}
 
     def _check_same_count(self, other: Blob) -> None:
         if self.count != other.count:
             raise CaffeliteError(
                 f"cannot share memory between blobs of shapes {self._shape} and {other.shape}"
+            )
+        if self.device is not other.device:
+            raise CaffeliteError(
+                f"cannot share memory between a blob made in {_mode_name(self)} mode and one "
+                f"made in {_mode_name(other)} mode"
             )
 
     # ---- serialisation -----------------------------------------------------
@@ -163,9 +225,9 @@ class Blob:
         proto = caffe_pb2.BlobProto()
         proto.shape.dim.extend(self._shape)
         double = self.dtype == numpy.float64
-        fields = [("double_data" if double else "data", self._data)]
+        fields = [("double_data" if double else "data", self.cpu_data())]
         if write_diff:
-            fields.append(("double_diff" if double else "diff", self.diff))
+            fields.append(("double_diff" if double else "diff", self.cpu_diff()))
         for name, values in fields:
             set_packed(proto, name, values)
         return proto
@@ -182,13 +244,23 @@ class Blob:
             raise CaffeliteError(
                 f"BlobProto of shape {shape} carries {values.size} values, expected {self.count}"
             )
-        self._data[...] = backend.xp().asarray(values.reshape(self._shape))
+        self.mutable_cpu_data()[...] = values.reshape(self._shape)
         diff = _proto_values(proto, "diff")
         if diff.size == self.count and diff.size:
-            self.diff[...] = backend.xp().asarray(diff.reshape(self._shape))
+            self.mutable_cpu_diff()[...] = diff.reshape(self._shape)
 
     def __repr__(self) -> str:
         return f"Blob(shape={self._shape}, dtype={self.dtype.name})"
+
+
+def _read_only(view: numpy.ndarray) -> numpy.ndarray:
+    read_only = view.view()
+    read_only.flags.writeable = False
+    return read_only
+
+
+def _mode_name(blob: Blob) -> str:
+    return "CPU" if blob.device is None else "GPU"
 
 
 def set_packed(proto, field_name: str, values) -> None:

@@ -152,7 +152,8 @@ def col2im(col, layout: str, geometry: Geometry, dx, force_nd: bool = False):
 
 
 # ---- scratch memory ------------------------------------------------------------------
-#: Scratch buffers shared by every layer of every net in the process, by (name, dtype).
+#: Scratch buffers shared by every layer of every net in the process, by (name, dtype,
+#: array module).
 _SHARED_SCRATCH: dict[tuple[str, str], object] = {}
 
 
@@ -176,7 +177,8 @@ class Workspace:
         return _grow(self._flat, name, shape, dtype)
 
     def scratch(self, name: str, shape: tuple[int, ...], dtype):
-        return _grow(_SHARED_SCRATCH, (name, numpy.dtype(dtype).str), shape, dtype)
+        key = (name, numpy.dtype(dtype).str, backend.xp().__name__)  # one per device
+        return _grow(_SHARED_SCRATCH, key, shape, dtype)
 
     def constant(self, name: str, shape: tuple[int, ...], dtype, value: float = 0.0):
         key = (name, tuple(shape), str(dtype), value)

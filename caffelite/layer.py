@@ -58,6 +58,10 @@ class Layer:
     auto_top_blobs: bool = False
     #: Whether Net's force_backward may ask for the gradient of bottom ``i``.
     allow_force_backward_bottoms: bool = True
+    #: In GPU mode, whether this layer computes on device arrays (``blob.data`` is then
+    #: the device array and ``self.xp`` the device's module). Built-in layers do; a
+    #: Python layer sees numpy arrays, as in Caffe, unless its class sets this True.
+    device_arrays: bool = True
 
     def __init__(self, layer_param=None, phase: int | None = None):
         from caffelite.proto import caffe_pb2

@@ -210,11 +210,12 @@ def check_net_memory(net) -> None:
     seen: set[int] = set()
     sizes = []
     for name, blob in zip(net._blob_names, net._blobs, strict=True):
-        buffer = blob._data_buf
-        if buffer is None or id(buffer) in seen:
+        memory = blob.data_memory
+        if id(memory) in seen:
             continue
-        seen.add(id(buffer))
-        sizes.append((buffer.nbytes * (2 if needs_diff else 1), name, blob.shape))
+        seen.add(id(memory))
+        nbytes = memory.size * memory.dtype.itemsize
+        sizes.append((nbytes * (2 if needs_diff else 1), name, blob.shape))
     total = sum(size for size, _, _ in sizes)
     if total <= _ALWAYS_FITS and _user_limit() is None:
         return

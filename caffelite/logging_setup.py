@@ -62,6 +62,8 @@ def init_log(level: int = 0, stderr: bool = True) -> None:
 def log(message: str) -> None:
     """pycaffe's ``caffe.log``: one INFO line in Caffe's log."""
     logging.getLogger("caffelite").info("%s", message, stacklevel=2)
+
+
 def caffe_number(value) -> str:
     """A number as Caffe's logs print it (C++ stream default: 6 significant digits)."""
     return f"{float(value):.6g}"

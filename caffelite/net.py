@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from caffelite import debug_info, fold
+from caffelite import backend, debug_info, device_checks, fold
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
@@ -98,6 +98,12 @@ class Net(PycaffeNetMixin):
         }
         self.name = param.name
         self.phase = param.state.phase
+        #: The device this net's blobs and layers live on (None: the host, CPU mode); a
+        #: net keeps it whatever the mode later is (its layers' scratch arrays are there).
+        self.device = backend.new_memory_device()
+        #: Per layer, the scope it runs in: the device's, or the host's for a Python
+        #: layer that did not declare ``device_arrays`` (Caffe's Python layers see numpy).
+        self._scopes: list[backend.device_scope] = []
         self.folding = True  # fold BatchNorm/Scale/ReLU into Convolution in TEST passes
         self._fold_plan = None
         self._forward_was_folded = False
@@ -178,8 +184,10 @@ class Net(PycaffeNetMixin):
             self.top_ids.append(tops)
             self.top_vecs.append([self._blobs[i] for i in tops])
 
+            self._scopes.append(backend.device_scope(self.device if layer.device_arrays else None))
             try:
-                layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+                with self._scopes[layer_id]:
+                    layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
             except SizeLimitError as exc:
                 raise name_blob(exc, layer, self._named_tops(layer_id)) from None
             for j, blob_id in enumerate(tops):
@@ -402,26 +410,31 @@ class Net(PycaffeNetMixin):
         bottom = self.bottom_vecs[layer_id]
         self._run_callbacks("before_forward", layer_id)
         try:
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
+            with self._scopes[layer_id]:
+                layer.reshape(bottom, top)
+                layer.forward(bottom, top)
+                layer.refresh_loss_diffs(top)
+                losses = [
+                    top[j].data.ravel() @ top[j].diff.ravel()
+                    for j, weight in enumerate(layer.loss_weights)
+                    if weight
+                ]
         except SizeLimitError as exc:
             raise name_blob(exc, layer, self._named_tops(layer_id)) from None
-        layer.refresh_loss_diffs(top)
         if self.debug_info:
             debug_info.log_forward(self, layer_id)
         self._run_callbacks("after_forward", layer_id)
-        return sum(
-            float(top[j].data.ravel() @ top[j].diff.ravel())
-            for j, weight in enumerate(layer.loss_weights)
-            if weight
-        )
+        if self.device is not None:
+            return sum(losses)  # stays on the device: read at display, not every iteration
+        return sum(float(loss) for loss in losses)
 
     def backward_layer(self, layer_id: int) -> None:
         """Backpropagate through one layer, if it needs it, from whatever its top diffs hold."""
         self._run_callbacks("before_backward", layer_id)
         if self.layer_need_backward[layer_id]:
             layer, top = self.layers[layer_id], self.top_vecs[layer_id]
-            layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
+            with self._scopes[layer_id]:
+                layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
             if self.debug_info:
                 debug_info.log_backward(self, layer_id)
         self._run_callbacks("after_backward", layer_id)
@@ -479,6 +492,7 @@ class Net(PycaffeNetMixin):
             end_id = len(self.layers) - 1
             wanted = set(self.outputs) | set(blobs or [])
         self.forward_from_to(start_id, end_id)
+        device_checks.raise_pending()  # the outputs come to the host now anyway
         return {name: self.blobs[name].data for name in wanted}
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs) -> dict:
@@ -574,18 +588,25 @@ class Net(PycaffeNetMixin):
 
     def reshape(self) -> None:
         for layer_id, layer in enumerate(self.layers):
-            layer.reshape(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            with self._scopes[layer_id]:
+                layer.reshape(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+
+    def device_scope(self) -> backend.device_scope:
+        """Where code outside the layers (the solver's update) computes on this net's blobs."""
+        return backend.device_scope(self.device)
 
     def clear_param_diffs(self) -> None:
-        for blob in self.learnable_params:
-            blob.diff[...] = 0
+        with self.device_scope():
+            for blob in self.learnable_params:
+                blob.diff[...] = 0
 
     def update(self) -> None:
         """data -= diff for every learnable parameter (Caffe's Net::Update)."""
         if self.debug_info:
             debug_info.log_update(self)
-        for blob in self.learnable_params:
-            blob.data -= blob.diff
+        with self.device_scope():
+            for blob in self.learnable_params:
+                blob.data -= blob.diff
 
     # ---- weights -----------------------------------------------------------
     def share_with(self, other: Net) -> None:

@@ -34,6 +34,7 @@ from google.protobuf import text_format
 
 from caffelite import backend, parallel, resume, rng
 from caffelite.blob import Blob, proto_shape, shapes_match
+from caffelite.device_checks import raise_pending as raise_pending_device_checks
 from caffelite.diagnose import on_non_finite_loss
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN
@@ -219,7 +220,9 @@ class Solver:
         self.iter = 0
         self.current_step = 0
         self.smoothed_loss = 0.0
-        self.loss = 0.0  # the last iteration's loss (averaged over iter_size)
+        self._loss = 0.0  # the last iteration's loss (averaged over iter_size)
+        #: Losses still on the device, (position in the run, loss): read at display.
+        self._pending_losses: list[tuple[int, object]] = []
         self.iterations_per_second: float | None = None  # as the last display printed it
         self._losses: list[float] = []
         self._timer_start = time.perf_counter()
@@ -240,8 +243,11 @@ class Solver:
                 f'unknown regularization_type {p.regularization_type!r}; use "L2" or "L1"'
             )
         self._check_snapshot_write_permissions()
-        if p.HasField("solver_mode") and p.solver_mode == p.GPU:
-            logger.warning("solver_mode: GPU is not available in this version; running on the CPU")
+        if p.HasField("solver_mode") and p.solver_mode == p.GPU and not backend.is_gpu_mode():
+            logger.warning(
+                "solver_mode: GPU: the solver runs where the nets were built, and they were "
+                "built in CPU mode (call set_mode_gpu() first, or caffelite train --gpu)"
+            )
 
     def check_param(self) -> None:
         """Update rules add their own checks of the parameters here."""
@@ -385,14 +391,16 @@ class Solver:
                 net.copy_from(path)
 
     def pre_solve(self) -> None:
-        """Allocate the history (zeros) and the scratch buffers, one per parameter."""
-        xp = backend.xp()
-        params = self.net.learnable_params
-        self.history = [
-            Blob(*p.shape, dtype=p.dtype) for _ in range(self.history_per_param) for p in params
-        ]
-        self._update = [xp.zeros(p.shape, dtype=p.dtype) for p in params]
-        self._temp = [xp.zeros(p.shape, dtype=p.dtype) for p in params]
+        """Allocate the history (zeros) and the scratch buffers, one per parameter, where
+        the net's parameters are (on the device in GPU mode)."""
+        with self.net.device_scope():
+            xp = backend.xp()
+            params = self.net.learnable_params
+            self.history = [
+                Blob(*p.shape, dtype=p.dtype) for _ in range(self.history_per_param) for p in params
+            ]
+            self._update = [xp.zeros(p.shape, dtype=p.dtype) for p in params]
+            self._temp = [xp.zeros(p.shape, dtype=p.dtype) for p in params]
 
     # ---- pycaffe conveniences ----------------------------------------------------
     def add_callback(self, on_start, on_gradients_ready=None) -> None:
@@ -449,10 +457,9 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
             loss /= p.iter_size
-            self.loss = loss
-            if not math.isfinite(loss):  # the one per-iteration check: a float
-                on_non_finite_loss(self, loss)
-            self._update_smoothed_loss(loss, start_iter, average_loss)
+            self._pending_losses.append((self.iter - start_iter, loss))
+            if display or self.net.device is None:
+                self._read_losses(average_loss)
             if display:
                 self._display_train()
             for callback in self.callbacks:
@@ -462,11 +469,39 @@ class Solver:
 
             request = self.get_requested_action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT:
+                self._read_losses(average_loss)
                 self.snapshot()
             if request == SolverAction.STOP:
                 self.requested_early_exit = True
                 self._snapshot_for_stop()
                 break
+        self._read_losses(average_loss)
+
+    @property
+    def loss(self) -> float:
+        """The last iteration's loss (averaged over ``iter_size``); in GPU mode reading it
+        brings the losses still on the device to the host."""
+        self._read_losses(self.param.average_loss)
+        return self._loss
+
+    def _read_losses(self, average_loss: int) -> None:
+        """Check and smooth the losses not yet read, in order (Caffe checks each one as it
+        comes; on the device they wait for the next display, snapshot or end of the step,
+        so that an iteration makes no round trip to the host)."""
+        raise_pending_device_checks()
+        pending, self._pending_losses = self._pending_losses, []
+        if not pending:
+            return
+        losses = [loss for _, loss in pending]
+        device = self.net.device
+        if device is not None:  # one copy for all of them
+            losses = backend.to_numpy(device.stack([device.asarray(v) for v in losses]))
+        for (position, _), loss in zip(pending, losses, strict=True):
+            loss = float(loss)
+            self._loss = loss
+            if not math.isfinite(loss):
+                on_non_finite_loss(self, loss)
+            self._update_smoothed_loss(loss, position, average_loss)
 
     def solve(self, resume_file=None) -> None:
         """Train up to ``max_iter`` (Caffe's Solver::Solve), optionally resuming."""
@@ -490,21 +525,22 @@ class Solver:
             return
         # One more forward pass to show the loss of the final weights, and a test.
         if p.display and self.iter % p.display == 0:
-            loss = self.net.forward_from_to()
-            self._update_smoothed_loss(loss, start_iter, p.average_loss)
+            loss = float(self.net.forward_from_to())
+            self._update_smoothed_loss(loss, self.iter - start_iter, p.average_loss)
             logger.info("Iteration %d, loss = %s", self.iter, caffe_number(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         logger.info("Optimization Done.")
 
-    def _update_smoothed_loss(self, loss: float, start_iter: int, average_loss: int) -> None:
-        """Mean of the last ``average_loss`` losses, kept in a ring buffer."""
+    def _update_smoothed_loss(self, loss: float, position: int, average_loss: int) -> None:
+        """Mean of the last ``average_loss`` losses, kept in a ring buffer; ``position``
+        is the iteration's index in this run."""
         if len(self._losses) < average_loss:
             self._losses.append(loss)
             size = len(self._losses)
             self.smoothed_loss = (self.smoothed_loss * (size - 1) + loss) / size
         else:
-            index = (self.iter - start_iter) % average_loss
+            index = position % average_loss
             self.smoothed_loss += (loss - self._losses[index]) / average_loss
             self._losses[index] = loss
 
@@ -607,8 +643,9 @@ class Solver:
         if self.requested_early_exit:
             logger.info("Test interrupted.")
             return None
+        raise_pending_device_checks()
         if p.test_compute_loss and test_iter > 0:
-            loss /= test_iter
+            loss = float(loss) / test_iter
             self.test_losses[test_net_id] = loss
             logger.info("Test loss: %s", caffe_number(loss))
         results: OrderedDict = OrderedDict()
@@ -633,17 +670,19 @@ class Solver:
         return rate
 
     def apply_update(self) -> None:
-        """Turn the accumulated gradients into one weight update (SGDSolver::ApplyUpdate)."""
+        """Turn the accumulated gradients into one weight update (SGDSolver::ApplyUpdate),
+        computed where the parameters are."""
         rate = self.get_learning_rate()
         p = self.param
         if p.display and self.iter % p.display == 0:
             logger.info("Iteration %d, lr = %s", self.iter, caffe_number(rate))
-        self.clip_gradients()
-        for param_id in range(len(self.net.learnable_params)):
-            self.normalize(param_id)
-            self.regularize(param_id)
-            self.compute_update_value(param_id, rate)
-        self.net.update()
+        with self.net.device_scope():
+            self.clip_gradients()
+            for param_id in range(len(self.net.learnable_params)):
+                self.normalize(param_id)
+                self.regularize(param_id)
+                self.compute_update_value(param_id, rate)
+            self.net.update()
 
     def clip_gradients(self) -> None:
         """Scale all gradients down together when their global L2 norm exceeds

@@ -55,3 +55,22 @@ class Sum(caffe.Layer):
         for i in range(2):
             if propagate_down[i]:
                 bottom[i].diff[...] = top[0].diff
+
+
+class SeesArrays(caffe.Layer):
+    """top = bottom + 1; records the type of array it was given (GPU-mode tests)."""
+
+    seen: list = []
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*bottom[0].shape)
+
+    def forward(self, bottom, top):
+        type(self).seen.append(type(bottom[0].data))
+        top[0].data[...] = bottom[0].data + 1
+
+
+class SeesDeviceArrays(SeesArrays):
+    """The same, declaring that it computes on device arrays (``self.xp``)."""
+
+    device_arrays = True

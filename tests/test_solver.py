@@ -483,14 +483,22 @@ def test_module_exports():
     assert issubclass(AdamSolver, SGDSolver) and issubclass(SGDSolver, Solver)
 
 
-def test_solver_mode_gpu_runs_on_the_cpu_with_a_warning(caplog):
-    import caffelite
-
+def test_solver_mode_gpu_on_nets_built_in_cpu_mode_runs_on_the_cpu_with_a_warning(caplog):
     with caplog.at_level("WARNING", logger="caffelite"):
         solver = sn.make_solver(SGDSolver, "solver_mode: GPU")
     solver.step(1)
-    assert "solver_mode: GPU is not available" in caplog.text
-    with pytest.raises(CaffeliteError, match="GPU mode is not available"):
+    assert "they were built in CPU mode" in caplog.text
+    assert solver.net.device is None
+
+
+def test_set_mode_gpu_without_cupy_says_how_to_get_it():
+    import importlib.util
+
+    import caffelite
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    with pytest.raises(CaffeliteError, match=r"GPU mode needs CuPy.*\.\[gpu\]"):
         caffelite.set_mode_gpu()
 
 

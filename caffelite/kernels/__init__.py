@@ -3,9 +3,9 @@
 Layers and solvers call these functions and never a device's code by name. Each one
 hands its arrays to the implementation for the device that holds them:
 :mod:`caffelite.kernels.cpu` (numba, compiled on first use and cached on disk) for
-numpy arrays. A CUDA twin with the same function names goes in ``kernels/cuda.py``
-and is chosen in :func:`implementation`, so adding it touches no layer (Caffe's
-``im2col.cpp`` beside ``im2col.cu``).
+numpy arrays, and its CUDA twin with the same function names in ``kernels/cuda.py``
+for CuPy arrays, chosen in :func:`implementation`, so no layer names a device
+(Caffe's ``im2col.cpp`` beside ``im2col.cu``).
 
 Conventions shared by all kernels:
 
@@ -27,12 +27,22 @@ Pair = tuple[int, int]
 
 
 def implementation(array):
-    """The kernel module for the device that holds ``array``."""
-    if type(array).__module__.startswith("cupy"):
-        raise NotImplementedError("the CUDA kernels are not written yet (see kernels/__init__)")
-    from caffelite.kernels import cpu
+    """The kernel module for the device that holds ``array``: the CPU kernels for numpy
+    arrays, the CUDA twins for CuPy's, or what a test device's arrays name."""
+    import numpy  # here: this package is imported before numpy (see kernels.threads)
 
-    return cpu
+    if isinstance(array, numpy.ndarray):
+        from caffelite.kernels import cpu
+
+        return cpu
+    if type(array).__module__.startswith("cupy"):
+        from caffelite.kernels import cuda
+
+        return cuda
+    kernels = getattr(array, "__caffelite_kernels__", None)
+    if kernels is None:
+        raise TypeError(f"no kernels for arrays of type {type(array).__qualname__}")
+    return kernels
 
 
 # ---- im2col / col2im ----------------------------------------------------------------

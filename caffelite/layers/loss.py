@@ -7,6 +7,9 @@ Net never forces a gradient into its target (bottom 1): labels are not learned.
 
 from __future__ import annotations
 
+import numpy
+
+from caffelite import device_checks
 from caffelite.errors import CaffeliteError
 from caffelite.layer import Layer
 from caffelite.proto import caffe_pb2
@@ -82,9 +85,11 @@ class LossLayer(Layer):
         top[0].reshape(())
 
     @staticmethod
-    def loss_weight_of(top) -> float:
-        """The scalar gradient of the objective w.r.t. ``top[0]``, as a Python float."""
-        return float(top[0].diff.reshape(-1)[0])
+    def loss_weight_of(top):
+        """The scalar gradient of the objective w.r.t. ``top[0]``: a Python float, or a
+        0-d device array on the device (reading it there would stall every iteration)."""
+        weight = top[0].diff.reshape(-1)[0]
+        return float(weight) if isinstance(weight, numpy.generic) else weight
 
 
 def int_labels(layer, values, size: int, ignore_label: int | None = None, context: str = ""):
@@ -95,7 +100,9 @@ def int_labels(layer, values, size: int, ignore_label: int | None = None, contex
     classes come from); ignored ones come back as 0.
     """
     xp = layer.xp
-    if not bool(xp.isfinite(values).all()):
+    on_device = not isinstance(values, numpy.ndarray)
+    finite = xp.isfinite(values).all()
+    if not on_device and not finite:
         raise layer.error(
             f"labels must be finite numbers; got {float(values[~xp.isfinite(values)][0])}"
         )
@@ -105,6 +112,12 @@ def int_labels(layer, values, size: int, ignore_label: int | None = None, contex
         valid = labels != ignore_label
         labels = xp.where(valid, labels, 0)
     bad = (labels < 0) | (labels >= size)
+    if on_device:  # no round trip per batch: checked at the next display (device_checks)
+        rule = f"labels must be finite integers in [0, {size}){context}"
+        if ignore_label is not None:
+            rule += f" or the ignore_label {ignore_label}"
+        device_checks.check(layer, ~finite | bad.any(), rule)
+        return xp.where(bad, 0, labels), valid
     if bool(bad.any()):
         raise layer.error(
             f"label {float(values[bad][0]):g} is out of range: labels must be integers in "

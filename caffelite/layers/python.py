@@ -1,7 +1,9 @@
 """The ``Python`` layer type: a user's Layer subclass named by ``python_param``.
 
 The user's class subclasses ``caffelite.Layer`` (pycaffe's ``caffe.Layer``) and is
-imported from ``python_param.module``; its exceptions propagate unchanged.
+imported from ``python_param.module``; its exceptions propagate unchanged. In GPU
+mode it sees numpy arrays (the blobs sync around it), unless its class sets
+``device_arrays = True`` to get the device arrays and ``self.xp`` = CuPy.
 """
 
 from __future__ import annotations
@@ -36,4 +38,15 @@ def create_python_layer(layer_param, phase):
         )
     layer = cls(layer_param, phase)
     layer.type = "Python"
+    layer.device_arrays = _declares_device_arrays(cls)
     return layer
+
+
+def _declares_device_arrays(cls) -> bool:
+    """A user's layer computes on device arrays only if its own class hierarchy says so."""
+    for klass in cls.__mro__:
+        if klass is Layer:
+            return False
+        if "device_arrays" in vars(klass):
+            return bool(vars(klass)["device_arrays"])
+    return False

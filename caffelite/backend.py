@@ -96,6 +96,7 @@ def set_mode_gpu() -> None:
     global _gpu_mode
     if _device is None:
         use_device(_import_cupy())
+        set_device(_device_id)  # a set_device() that came first
     _gpu_mode = True
 
 
@@ -140,6 +141,35 @@ def set_device(device_id: int) -> None:
 
 def device_id() -> int:
     return _device_id
+
+
+def device_count() -> int:
+    """How many devices GPU mode can use (1 for a device module without CUDA)."""
+    if _device is not None and hasattr(_device, "cuda"):
+        return int(_device.cuda.runtime.getDeviceCount())
+    return 1 if _device is not None else 0
+
+
+def device_properties(device_id: int) -> list[tuple[str, object]]:
+    """Caffe's device_query lines for ``device_id``: (name, value) pairs."""
+    if _device is None or not hasattr(_device, "cuda"):
+        return [("Device id", device_id), ("Name", getattr(_device, "__name__", "none"))]
+    props = _device.cuda.runtime.getDeviceProperties(device_id)
+    name = props["name"]
+    return [
+        ("Device id", device_id),
+        ("Major revision number", props["major"]),
+        ("Minor revision number", props["minor"]),
+        ("Name", name.decode() if isinstance(name, bytes) else name),
+        ("Total global memory", props["totalGlobalMem"]),
+        ("Total shared memory per block", props["sharedMemPerBlock"]),
+        ("Total registers per block", props["regsPerBlock"]),
+        ("Warp size", props["warpSize"]),
+        ("Maximum threads per block", props["maxThreadsPerBlock"]),
+        ("Clock rate", props.get("clockRate", "n/a")),
+        ("Number of multiprocessors", props["multiProcessorCount"]),
+        ("CuPy", _device.__version__),
+    ]
 
 
 def default_dtype() -> numpy.dtype:

@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add(timer, "model", required=True, help="net prototxt")
     _add(timer, "iterations", type=_positive_int, default=50, help="iterations to average over")
     _add(timer, "phase", choices=["TRAIN", "TEST"], default="TRAIN")
+    device_query = commands.add_parser("device_query", help="show a GPU's properties")
+    for command in (train, test, timer, device_query):
+        _add(
+            command,
+            "gpu",
+            help="run in GPU mode on this device id (Caffe's -gpu; 'all' means every device; "
+            "train takes solver_mode/device_id from the solver when it is not given)",
+        )
     for command in (train, test, timer):
         _add(
             command,
@@ -128,7 +136,13 @@ def main(argv: list[str] | None = None) -> int:
 
         set_allow_python_layers(False)
     try:
-        handlers = {"train": _train, "test": _test, "time": _time, **onnx_commands.HANDLERS}
+        handlers = {
+            "train": _train,
+            "test": _test,
+            "time": _time,
+            "device_query": _device_query,
+            **onnx_commands.HANDLERS,
+        }
         return handlers[args.command](args)
     except CaffeliteError as exc:
         print(f"caffelite {args.command}: error: {exc}", file=sys.stderr)
@@ -153,6 +167,10 @@ def _train(args) -> int:
         del param.weights[:]
     if args.weights:
         param.weights.append(args.weights)
+    gpu = args.gpu
+    if gpu is None and param.HasField("solver_mode") and param.solver_mode == param.GPU:
+        gpu = str(param.device_id)  # Caffe's train(): the solver's mode when -gpu is absent
+    _use_gpu(gpu)
     solver = get_solver(param, source=args.solver)
     solver.on_non_finite = args.on_nonfinite
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
@@ -189,6 +207,7 @@ def _test(args) -> int:
     from caffelite.layer import TEST
     from caffelite.net import Net
 
+    _use_gpu(args.gpu)
     net = Net(args.model, TEST, stages=_stages(args) or None, level=args.level or 0)
     for path in args.weights.split(","):
         if path:
@@ -220,6 +239,7 @@ def _time(args) -> int:
     from caffelite.net_timer import time_net
 
     phase = TRAIN if args.phase == "TRAIN" else TEST
+    _use_gpu(args.gpu)
     net = Net(args.model, phase, stages=_stages(args) or None, level=args.level or 0)
     log.info("Performing Forward-Backward timing over %d iterations", args.iterations)
     started = time.perf_counter()
@@ -228,6 +248,49 @@ def _time(args) -> int:
         log.info("%s", line)
         print(line)
     log.info("Total Time: %.1f ms.", (time.perf_counter() - started) * 1000)
+    return 0
+
+
+def _gpu_ids(spec: str) -> list[int]:
+    from caffelite import backend
+
+    if spec == "all":
+        backend.set_mode_gpu()
+        return list(range(backend.device_count()))
+    try:
+        return [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise CaffeliteError(
+            f"--gpu takes device ids such as 0 or 0,1 or all; got {spec!r}"
+        ) from None
+
+
+def _use_gpu(spec: str | None) -> None:
+    """Caffe's -gpu flag: GPU mode on the one device named."""
+    from caffelite import backend
+
+    if spec is None:
+        return
+    ids = _gpu_ids(spec)
+    if len(ids) != 1:
+        raise CaffeliteError(
+            f"--gpu {spec}: one process trains on one GPU; for several, run one process per "
+            "GPU under mpirun (mpirun -np N caffelite train ... with a device id per rank)"
+        )
+    backend.set_device(ids[0])
+    backend.set_mode_gpu()
+    log.info("Using GPU %d", ids[0])
+
+
+def _device_query(args) -> int:
+    """Caffe's device_query: the properties of each device --gpu names."""
+    from caffelite import backend
+
+    for device_id in _gpu_ids(args.gpu or "0"):
+        backend.set_mode_gpu()
+        for name, value in backend.device_properties(device_id):
+            log.info("%s: %s", name, value)
+            print(f"{name}: {value}")
     return 0
 
 

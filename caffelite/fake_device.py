@@ -233,8 +233,8 @@ def get_array_module(*arrays):
 def __getattr__(name: str):
     """Everything else is numpy's, working on device arrays (``xp.exp``, ``xp.zeros``)."""
     value = getattr(numpy, name)
-    if isinstance(value, (type, types.ModuleType)) or not callable(value):
-        return value
+    if isinstance(value, (type, types.ModuleType, numpy.ufunc)) or not callable(value):
+        return value  # ufuncs dispatch to DeviceArray.__array_ufunc__ themselves (add.at too)
     return _on_device(value)
 
 

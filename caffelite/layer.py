@@ -18,9 +18,16 @@ A layer knows only its bottoms, its tops and its parameter blobs (``self.blobs``
 
 Blob counts are declared as class attributes and checked here, once, for all layers.
 A custom layer is one class plus ``@register_layer("MyType")``.
+
+In GPU mode a layer computes where its blobs live: each of the four methods runs in
+the device scope of the blobs it is given (:func:`caffelite.backend.device_scope`), so
+``blob.data`` and ``self.xp`` are the device's there, whoever calls it (a Net, a test,
+pycaffe code calling ``layer.forward``), unless ``device_arrays`` is False.
 """
 
 from __future__ import annotations
+
+import functools
 
 from caffelite import backend
 from caffelite.blob import Blob, shapes_match
@@ -62,6 +69,27 @@ class Layer:
     #: the device array and ``self.xp`` the device's module). Built-in layers do; a
     #: Python layer sees numpy arrays, as in Caffe, unless its class sets this True.
     device_arrays: bool = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("setup", "reshape", "forward", "backward"):
+            method = vars(cls).get(name)
+            if method is not None and not hasattr(method, "_runs_where_its_blobs_are"):
+                setattr(cls, name, _where_its_blobs_are(method))
+
+    def scope_device(self, blob_lists):
+        """The device module this layer computes with for these blobs (None: numpy)."""
+        if not self.device_arrays:
+            return None
+        for blobs in blob_lists:
+            if isinstance(blobs, list):
+                for blob in blobs:
+                    if isinstance(blob, Blob) and blob.device is not None:
+                        return blob.device
+        for blob in self.blobs:
+            if blob.device is not None:
+                return blob.device
+        return None
 
     def __init__(self, layer_param=None, phase: int | None = None):
         from caffelite.proto import caffe_pb2
@@ -184,12 +212,28 @@ class Layer:
         (where Caffe would leave stale or zeroed memory)."""
         for j, weight in enumerate(self.loss_weights):
             if weight and self._loss_top_shapes.get(j) != top[j].shape:
-                top[j].diff[...] = weight
+                with backend.device_scope(self.scope_device([top])):  # written where it is read
+                    top[j].diff[...] = weight
                 self._loss_top_shapes[j] = top[j].shape
 
     def default_loss_weight(self, top_index: int) -> float:
         """Loss layers override this: 1 for their first top (Caffe's LossLayer)."""
         return 0.0
+
+
+def _where_its_blobs_are(method):
+    """``method`` run in the device scope of the blobs it is given (see the module doc)."""
+
+    @functools.wraps(method)
+    def run(self, *blob_lists):
+        device = self.scope_device(blob_lists)
+        if backend.current_scope() is device:
+            return method(self, *blob_lists)
+        with backend.device_scope(device):
+            return method(self, *blob_lists)
+
+    run._runs_where_its_blobs_are = True
+    return run
 
 
 def _blob_from_proto(proto) -> Blob:

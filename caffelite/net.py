@@ -101,9 +101,6 @@ class Net(PycaffeNetMixin):
         #: The device this net's blobs and layers live on (None: the host, CPU mode); a
         #: net keeps it whatever the mode later is (its layers' scratch arrays are there).
         self.device = backend.new_memory_device()
-        #: Per layer, the scope it runs in: the device's, or the host's for a Python
-        #: layer that did not declare ``device_arrays`` (Caffe's Python layers see numpy).
-        self._scopes: list[backend.device_scope] = []
         self.folding = True  # fold BatchNorm/Scale/ReLU into Convolution in TEST passes
         self._fold_plan = None
         self._forward_was_folded = False
@@ -184,10 +181,8 @@ class Net(PycaffeNetMixin):
             self.top_ids.append(tops)
             self.top_vecs.append([self._blobs[i] for i in tops])
 
-            self._scopes.append(backend.device_scope(self.device if layer.device_arrays else None))
             try:
-                with self._scopes[layer_id]:
-                    layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+                layer.setup_layer(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
             except SizeLimitError as exc:
                 raise name_blob(exc, layer, self._named_tops(layer_id)) from None
             for j, blob_id in enumerate(tops):
@@ -410,9 +405,9 @@ class Net(PycaffeNetMixin):
         bottom = self.bottom_vecs[layer_id]
         self._run_callbacks("before_forward", layer_id)
         try:
-            with self._scopes[layer_id]:
-                layer.reshape(bottom, top)
-                layer.forward(bottom, top)
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            with self.device_scope():
                 layer.refresh_loss_diffs(top)
                 losses = [
                     top[j].data.ravel() @ top[j].diff.ravel()
@@ -433,8 +428,7 @@ class Net(PycaffeNetMixin):
         self._run_callbacks("before_backward", layer_id)
         if self.layer_need_backward[layer_id]:
             layer, top = self.layers[layer_id], self.top_vecs[layer_id]
-            with self._scopes[layer_id]:
-                layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
+            layer.backward(top, self.bottom_need_backward[layer_id], self.bottom_vecs[layer_id])
             if self.debug_info:
                 debug_info.log_backward(self, layer_id)
         self._run_callbacks("after_backward", layer_id)
@@ -588,8 +582,7 @@ class Net(PycaffeNetMixin):
 
     def reshape(self) -> None:
         for layer_id, layer in enumerate(self.layers):
-            with self._scopes[layer_id]:
-                layer.reshape(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            layer.reshape(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
 
     def device_scope(self) -> backend.device_scope:
         """Where code outside the layers (the solver's update) computes on this net's blobs."""

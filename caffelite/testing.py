@@ -114,19 +114,20 @@ def check_gradient(
 
     for name, blob, source in checked:
         grad = analytic[name].ravel()
-        values = blob.data.reshape(-1)
+        original = blob.data.reshape(-1).copy()
         kinks = source.ravel() if source is not None else None
-        for probe, label in _probes(values.size, max_elements, directions, rng):
+        for probe, label in _probes(original.size, max_elements, directions, rng):
             if kink is not None and kinks is not None:
                 touched = probe != 0
                 if np.any(np.abs(kinks[touched] - kink) < kink_range):
                     continue
-            original = values.copy()
-            values += eps * probe
+            # blob.data afresh for every write: in GPU mode that is what marks the host
+            # copy as the one to sync (a view kept from before would be written unseen)
+            blob.data.reshape(-1)[...] = original + eps * probe
             plus = _objective(layer, bottom, top, weights)
-            values[...] = original - eps * probe
+            blob.data.reshape(-1)[...] = original - eps * probe
             minus = _objective(layer, bottom, top, weights)
-            values[...] = original
+            blob.data.reshape(-1)[...] = original
             numeric = (plus - minus) / (2 * eps)
             estimate = float(np.dot(grad, probe))
             scale = max(abs(numeric), abs(estimate))

@@ -283,3 +283,63 @@ def _with_bad_label(forward):
         top[1].data[0] = 10.0  # a label: LeNet's classes are 0..9
 
     return run
+
+
+# ---- the command line: Caffe's -gpu flag ------------------------------------------------
+@pytest.fixture
+def cupy_is_the_fake_device(monkeypatch):
+    """set_mode_gpu() finds the fake device where it looks for CuPy; mode restored after."""
+    monkeypatch.setattr(backend, "_import_cupy", lambda: fake_device)
+    monkeypatch.setattr(backend, "_device", None)
+    monkeypatch.setattr(backend, "_gpu_mode", False)
+
+
+def write_solver(root, extra: str = "") -> str:
+    from google.protobuf import text_format
+
+    solver = lenet_solver(root, 2)
+    path = root / "solver.prototxt"
+    path.write_text(text_format.MessageToString(solver.param) + extra)
+    return str(path)
+
+
+def test_train_gpu_flag_trains_on_the_device(tmp_path, cupy_is_the_fake_device):
+    from caffelite import cli
+
+    built = []
+    original = caffe.Net._init
+
+    def spy(net, param):
+        original(net, param)
+        built.append(net.device)
+
+    solver = write_solver(tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(caffe.Net, "_init", spy)
+        assert cli.main(["train", "--solver", solver, "--gpu", "0"]) == 0
+    assert built and all(device is fake_device for device in built)
+
+
+def test_solver_mode_gpu_is_honoured_by_train_without_the_flag(tmp_path, cupy_is_the_fake_device):
+    from caffelite import cli
+
+    assert cli.main(["train", "--solver", write_solver(tmp_path, "solver_mode: GPU\n")]) == 0
+    assert backend.is_gpu_mode()
+
+
+def test_several_gpus_in_one_process_are_refused(tmp_path, cupy_is_the_fake_device, capsys):
+    from caffelite import cli
+
+    assert cli.main(["train", "--solver", write_solver(tmp_path), "--gpu", "0,1"]) == 1
+    assert "one process trains on one GPU" in capsys.readouterr().err
+
+
+def test_device_query_without_cupy_says_how_to_get_it(capsys):
+    import importlib.util
+
+    from caffelite import cli
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    assert cli.main(["device_query", "--gpu", "0"]) == 1
+    assert "GPU mode needs CuPy" in capsys.readouterr().err

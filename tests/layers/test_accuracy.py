@@ -178,6 +178,7 @@ def test_top_k_larger_than_classes():
         build_layer('type: "Accuracy" accuracy_param { top_k: 4 }', [np.zeros((4, 3)), np.zeros(4)])
 
 
+@pytest.mark.host_only
 def test_label_out_of_range():
     layer, bottom, top = build_layer('type: "Accuracy"', [np.zeros((2, 3)), np.array([1.0, 3.0])])
     with pytest.raises(CaffeliteError, match=r"label 3 is out of range.*\[0, 3\)"):

@@ -168,6 +168,7 @@ def test_hinge_default_is_l1_and_label_shape_may_be_4d():
     )
 
 
+@pytest.mark.host_only
 def test_hinge_errors():
     layer, bottom, top = build_layer('type: "HingeLoss"', [np.zeros((2, 3)), np.array([0.0, 3.0])])
     with pytest.raises(CaffeliteError, match=r"label 3 is out of range.*\[0, 3\)"):
@@ -394,6 +395,7 @@ def test_infogain_second_top_is_the_probabilities():
     assert layer.loss_weights == [1.0, 0.0]
 
 
+@pytest.mark.host_only
 def test_infogain_errors(tmp_path):
     x, labels, matrix = _infogain_data((2, 3), seed=16)
     with pytest.raises(CaffeliteError, match="third bottom or infogain_loss_param.source"):
@@ -452,6 +454,7 @@ def test_multinomial_logistic_clamps_at_threshold():
     np.testing.assert_allclose(bottom[0].diff, [[-0.5 / 1e-20, 0.0], [0.0, -1.0]], rtol=1e-12)
 
 
+@pytest.mark.host_only
 def test_multinomial_logistic_errors():
     with pytest.raises(CaffeliteError, match=r"labels \(bottom\[1\]\) must have shape.*\(2, 2\)"):
         build_layer('type: "MultinomialLogisticLoss"', [np.ones((2, 3)), np.zeros((2, 2))])

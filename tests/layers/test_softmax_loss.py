@@ -319,6 +319,7 @@ def test_loss_layer_contract():
 # ---- errors ---------------------------------------------------------------------------
 
 
+@pytest.mark.host_only
 @pytest.mark.parametrize("bad", [5.0, -1.0, 17.0])
 def test_label_out_of_range(bad):
     x, _ = _data((3, 5), seed=18)
@@ -329,6 +330,7 @@ def test_label_out_of_range(bad):
         layer.forward(bottom, top)
 
 
+@pytest.mark.host_only
 def test_label_out_of_range_with_ignore_label_mentions_it():
     x, _ = _data((3, 5), seed=18)
     layer, bottom, top = build_layer(

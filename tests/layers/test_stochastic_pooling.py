@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from caffelite import kernels, rng
+from caffelite.backend import to_numpy
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST
 from caffelite.testing import build_layer, check_gradient
@@ -122,7 +123,7 @@ def test_sampling_frequencies_match_the_activations():
     rng.set_random_seed(2024)
     layer, bottom, top = build_layer(sto_text("kernel_size: 2 stride: 2"), [x])
     layer.forward(bottom, top)
-    counts = np.bincount(layer.argmax.ravel(), minlength=4)
+    counts = np.bincount(to_numpy(layer.argmax).ravel(), minlength=4)
     expected = n * probabilities
     sd = np.sqrt(n * probabilities * (1 - probabilities))
     assert np.all(np.abs(counts - expected) < 5 * sd), (counts, expected)
@@ -185,9 +186,9 @@ def test_gradient_with_the_draws_held_fixed(monkeypatch):
 
     monkeypatch.setattr(layer, "forward", forward_with_fixed_draws)
     layer.forward(bottom, top)
-    drawn = layer.argmax.copy()
+    drawn = to_numpy(layer.argmax).copy()
     check_gradient(layer, bottom, top)
-    np.testing.assert_array_equal(layer.argmax, drawn)
+    np.testing.assert_array_equal(to_numpy(layer.argmax), drawn)
 
 
 def test_backward_routes_to_the_drawn_elements_and_sums_overlaps():
@@ -199,7 +200,7 @@ def test_backward_routes_to_the_drawn_elements_and_sums_overlaps():
     top[0].diff[...] = dy
     layer.backward(top, [True], bottom)
     expected = np.zeros(25)
-    np.add.at(expected, layer.argmax.ravel(), dy.ravel())
+    np.add.at(expected, to_numpy(layer.argmax).ravel(), dy.ravel())
     np.testing.assert_allclose(bottom[0].diff.ravel(), expected, rtol=1e-15)
 
 

@@ -95,9 +95,32 @@ def set_mode_gpu() -> None:
     """Nets built from now on keep their blobs on the device and run their layers there."""
     global _gpu_mode
     if _device is None:
-        use_device(_import_cupy())
+        use_device(_device_module())
         set_device(_device_id)  # a set_device() that came first
     _gpu_mode = True
+
+
+#: ``CAFFELITE_DEVICE=fake`` makes GPU mode use :mod:`caffelite.fake_device` instead of
+#: CuPy: for tests that start other processes (``mpirun``, the CLI) without a GPU.
+DEVICE_ENV_VAR = "CAFFELITE_DEVICE"
+
+
+def _device_module():
+    """The device GPU mode uses: CuPy, or the fake device where the environment says so."""
+    import os
+
+    choice = os.environ.get(DEVICE_ENV_VAR, "cupy")
+    if choice == "fake":
+        from caffelite import fake_device
+
+        return fake_device
+    if choice != "cupy":
+        from caffelite.errors import CaffeliteError
+
+        raise CaffeliteError(
+            f"{DEVICE_ENV_VAR}={choice!r}: expected 'cupy' (the default) or 'fake'"
+        )
+    return _import_cupy()
 
 
 def _import_cupy():

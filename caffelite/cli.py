@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
             command,
             "gpu",
             help="run in GPU mode on this device id (Caffe's -gpu; 'all' means every device; "
-            "train takes solver_mode/device_id from the solver when it is not given)",
+            "train takes solver_mode/device_id from the solver when it is not given, and "
+            "trains on several ids, e.g. 0,1, as an MPI job of one rank per device)",
         )
     for command in (train, test, timer):
         _add(
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to relaunch under MPI
     if getattr(args, "no_python_layers", False):  # train, test and time take the flag
         from caffelite.trust import set_allow_python_layers
 
@@ -170,7 +172,9 @@ def _train(args) -> int:
     gpu = args.gpu
     if gpu is None and param.HasField("solver_mode") and param.solver_mode == param.GPU:
         gpu = str(param.device_id)  # Caffe's train(): the solver's mode when -gpu is absent
-    _use_gpu(gpu)
+    if gpu is not None and job is None and len(ids := _gpu_ids(gpu)) > 1:
+        return _train_on_several_gpus(args.argv, ids)
+    _use_gpu(gpu, None if job is None else job.local_rank)
     solver = get_solver(param, source=args.solver)
     solver.on_non_finite = args.on_nonfinite
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
@@ -265,21 +269,66 @@ def _gpu_ids(spec: str) -> list[int]:
         ) from None
 
 
-def _use_gpu(spec: str | None) -> None:
-    """Caffe's -gpu flag: GPU mode on the one device named."""
+def _use_gpu(spec: str | None, local_rank: int | None = None) -> None:
+    """Caffe's -gpu flag: GPU mode on the one device named, or, for a rank of an MPI job
+    (``local_rank``: its place among the ranks on its host), on the local rank's entry of
+    the list (one id: every rank of the host uses it)."""
     from caffelite import backend
 
     if spec is None:
         return
     ids = _gpu_ids(spec)
+    if len(ids) > 1 and local_rank is not None:
+        if local_rank >= len(ids):
+            raise CaffeliteError(
+                f"--gpu {spec} lists {len(ids)} devices, but this host runs more ranks than "
+                f"that (this is local rank {local_rank}): list one device per rank"
+            )
+        ids = [ids[local_rank]]
     if len(ids) != 1:
         raise CaffeliteError(
-            f"--gpu {spec}: one process trains on one GPU; for several, run one process per "
-            "GPU under mpirun (mpirun -np N caffelite train ... with a device id per rank)"
+            f"--gpu {spec}: `caffelite test` and `time` run on one GPU; name one device"
         )
     backend.set_device(ids[0])
     backend.set_mode_gpu()
     log.info("Using GPU %d", ids[0])
+
+
+def _train_on_several_gpus(argv: list[str], ids: list[int]) -> int:
+    """``train --gpu 0,1`` (Caffe's multi-GPU training): the same command as an MPI job of
+    one rank per device, each rank taking its device from the list."""
+    import subprocess
+
+    from caffelite.parallel import mpi
+
+    launcher = mpi.launcher()
+    if launcher is None:
+        raise CaffeliteError(
+            f"--gpu {','.join(map(str, ids))}: training on several GPUs runs one process per "
+            'GPU under MPI, and no mpiexec was found: pip install -e ".[mpi]" (or put a '
+            "system MPI's mpiexec on PATH)"
+        )
+    argv = _with_gpu_list(argv, ids)
+    command = [launcher, "-n", str(len(ids)), sys.executable, "-m", "caffelite", *argv]
+    log.info("Training on GPUs %s: %s", ids, " ".join(command))
+    return subprocess.call(command)
+
+
+def _with_gpu_list(argv: list[str], ids: list[int]) -> list[str]:
+    """``argv`` with its --gpu value replaced by the explicit ids (or added, where the
+    solver's device_id / --gpu all chose them), so every rank reads the same list."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--gpu", "-gpu"):
+            skip = True
+            continue
+        if arg.startswith(("--gpu=", "-gpu=")):
+            continue
+        out.append(arg)
+    return [*out, "--gpu", ",".join(map(str, ids))]
 
 
 def _device_query(args) -> int:

@@ -327,11 +327,31 @@ def test_solver_mode_gpu_is_honoured_by_train_without_the_flag(tmp_path, cupy_is
     assert backend.is_gpu_mode()
 
 
-def test_several_gpus_in_one_process_are_refused(tmp_path, cupy_is_the_fake_device, capsys):
+def test_several_gpus_train_as_an_mpi_job_or_say_what_is_missing(
+    tmp_path, cupy_is_the_fake_device, capsys, monkeypatch
+):
+    """``train --gpu 0,1`` starts one rank per device under mpiexec (the run itself is
+    tests/parallel's); without a launcher it says how to get one; ``test`` and ``time``
+    take one device."""
     from caffelite import cli
+    from caffelite.parallel import mpi
 
-    assert cli.main(["train", "--solver", write_solver(tmp_path), "--gpu", "0,1"]) == 1
-    assert "one process trains on one GPU" in capsys.readouterr().err
+    launched = []
+    monkeypatch.setattr("subprocess.call", lambda command: launched.append(command) or 0)
+    monkeypatch.setattr(mpi, "launcher", lambda: "/opt/mpi/bin/mpiexec")
+    solver = write_solver(tmp_path)
+    assert cli.main(["train", "-gpu", "0,1", "--solver", solver, "--progress", "off"]) == 0
+    (command,) = launched
+    assert command[:3] == ["/opt/mpi/bin/mpiexec", "-n", "2"]
+    assert command[4:] == ["-m", "caffelite", "train", "--solver", solver, "--progress", "off",
+                           "--gpu", "0,1"]  # fmt: skip
+
+    monkeypatch.setattr(mpi, "launcher", lambda: None)
+    assert cli.main(["train", "--solver", solver, "--gpu", "0,1"]) == 1
+    assert "no mpiexec was found" in capsys.readouterr().err
+    model = str(LENET / "lenet.prototxt")
+    assert cli.main(["time", "--model", model, "--gpu", "0,1"]) == 1
+    assert "run on one GPU; name one device" in capsys.readouterr().err
 
 
 def test_device_query_without_cupy_says_how_to_get_it(capsys):
@@ -343,3 +363,26 @@ def test_device_query_without_cupy_says_how_to_get_it(capsys):
         pytest.skip("CuPy is installed here")
     assert cli.main(["device_query", "--gpu", "0"]) == 1
     assert "GPU mode needs CuPy" in capsys.readouterr().err
+
+
+def test_a_rank_takes_its_local_ranks_device_from_the_list(cupy_is_the_fake_device):
+    from caffelite import cli
+    from caffelite.errors import CaffeliteError
+
+    cli._use_gpu("0,1", local_rank=1)
+    assert backend.device_id() == 1 and backend.is_gpu_mode()
+    cli._use_gpu("3", local_rank=1)  # one id: every rank of the host uses it
+    assert backend.device_id() == 3
+    with pytest.raises(CaffeliteError, match="lists 2 devices, but this host runs more ranks"):
+        cli._use_gpu("0,1", local_rank=2)
+    backend.set_device(0)
+
+
+def test_the_environment_can_name_the_fake_device(monkeypatch):
+    from caffelite.errors import CaffeliteError
+
+    monkeypatch.setenv(backend.DEVICE_ENV_VAR, "fake")
+    assert backend._device_module() is fake_device
+    monkeypatch.setenv(backend.DEVICE_ENV_VAR, "tpu")
+    with pytest.raises(CaffeliteError, match="CAFFELITE_DEVICE='tpu': expected 'cupy'"):
+        backend._device_module()

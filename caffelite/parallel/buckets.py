@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from caffelite import backend
 from caffelite.blob import Blob
 
 #: PyTorch DDP's defaults: a 1 MiB first bucket, then 25 MiB buckets.
@@ -22,35 +21,57 @@ BUCKET_BYTES = 25 << 20
 
 
 class Bucket:
-    """Some parameters' diffs packed end to end into one flat host buffer."""
+    """Some parameters' diffs packed end to end into one flat buffer on their device.
+
+    In CPU mode the buffer is the host array MPI sends. In GPU mode it is a device
+    array (packed and unpacked by device copies, no transfer per blob), and ``host`` is
+    its staging copy for an all-reduce through MPI: one copy each way per bucket.
+    """
 
     def __init__(self, params: list[Blob], ready_layer: int):
         self.params = params
         #: Backward has finished this bucket's diffs once it has run this layer.
         self.ready_layer = ready_layer
+        #: The device module the diffs live on (None: the host, CPU mode).
+        self.device = params[0].device
         sizes = [blob.count for blob in params]
         self.bounds = np.cumsum([0, *sizes])
-        self.buffer = np.empty(int(self.bounds[-1]), dtype=params[0].dtype)
+        count, dtype = int(self.bounds[-1]), params[0].dtype
+        self.host = np.empty(count, dtype=dtype)
+        self.buffer = self.host if self.device is None else self.device.empty(count, dtype=dtype)
 
     @property
     def nbytes(self) -> int:
-        return self.buffer.nbytes
+        return self.host.nbytes
 
     def _slices(self):
         for blob, start, end in zip(self.params, self.bounds[:-1], self.bounds[1:], strict=True):
             yield blob, self.buffer[start:end]
 
-    def pack(self) -> np.ndarray:
-        """Copy the diffs into the buffer; the buffer."""
+    def pack(self):
+        """Copy the diffs into the buffer, on their device; the buffer."""
+        on_device = self.device is not None
         for blob, flat in self._slices():
-            flat[...] = backend.to_numpy(blob.diff).reshape(-1)
+            flat[...] = (blob.gpu_diff() if on_device else blob.cpu_diff()).reshape(-1)
         return self.buffer
 
-    def unpack(self, scale: float) -> None:
-        """Set each diff to its slice of the buffer times ``scale``."""
-        xp = backend.xp()
+    def pack_to_host(self) -> np.ndarray:
+        """Pack, then stage the buffer in host memory (GPU mode); the host buffer."""
+        self.pack()
+        if self.device is not None:
+            self.device.asnumpy(self.buffer, out=self.host)
+        return self.host
+
+    def unpack(self, scale: float, from_host: bool = True) -> None:
+        """Set each diff to its slice of the buffer times ``scale`` (after copying the
+        host buffer back to the device, where it was staged there)."""
+        on_device = self.device is not None
+        if on_device and from_host:
+            self.buffer.set(self.host)
         for blob, flat in self._slices():
-            blob.diff[...] = xp.asarray(flat.reshape(blob.shape)) * blob.dtype.type(scale)
+            target = blob.mutable_gpu_diff() if on_device else blob.mutable_cpu_diff()
+            target[...] = flat.reshape(blob.shape)
+            target *= blob.dtype.type(scale)
 
 
 def readiness(net) -> list[int]:
@@ -90,3 +111,49 @@ def plan_buckets(
 
 def _bucket(net, members: list[int], ready: list[int]) -> Bucket:
     return Bucket([net.learnable_params[i] for i in members], min(ready[i] for i in members))
+
+
+class BucketSchedule:
+    """When each bucket's all-reduce starts, for a solver's step (both reducers use it).
+
+    With ``layer_wise`` (Caffe's ``layer_wise_reduce``), a bucket starts as soon as the
+    last backward pass of the step (the ``iter_size``-th) has run its lowest layer, while
+    backward goes on below it; otherwise every bucket starts once backward is done.
+    ``start(bucket)`` hands one bucket to the communicator.
+    """
+
+    def __init__(self, buckets: list[Bucket], iter_size: int, layer_wise: bool, start):
+        self.buckets = buckets
+        self.iter_size = iter_size
+        self.layer_wise = layer_wise
+        self._start = start
+        self.in_step = False
+        self.passes = 0
+        #: How many buckets have been handed over in this step.
+        self.started = 0
+
+    def begin_step(self) -> None:
+        self.in_step, self.passes, self.started = True, 0, 0
+
+    def after_layer_backward(self, layer_id: int) -> bool:
+        """Start what backward has finished; whether this was the step's last pass."""
+        if not self.in_step:
+            return False  # a backward outside the solver's step: not ours to reduce
+        last_pass = self.passes == self.iter_size - 1  # the diffs are final
+        if last_pass and self.layer_wise:
+            self.start_ready(layer_id)
+        if layer_id == 0:
+            self.passes += 1
+        return last_pass
+
+    def start_ready(self, layer_id: int = -1) -> None:
+        """Start every bucket that backward has finished (-1: all that are left)."""
+        while self.started < len(self.buckets):
+            bucket = self.buckets[self.started]
+            if bucket.ready_layer < layer_id:
+                return
+            self._start(bucket)
+            self.started += 1
+
+    def end_step(self) -> None:
+        self.in_step = False

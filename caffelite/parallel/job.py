@@ -22,6 +22,10 @@ class DataParallelJob:
     def __init__(self, comm):
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        #: This rank's place among the job's ranks on its host (which GPU of a list it takes).
+        host = comm.Split_type(mpi.require_mpi().COMM_TYPE_SHARED)
+        self.local_rank = host.Get_rank()
+        host.Free()
         self.reducer: mpi.MPIGradientReducer | None = None
 
     @classmethod

@@ -11,6 +11,10 @@ Every rank builds the same solver; ``MPIGradientReducer(solver)`` attaches to it
   awaited and every diff becomes the mean over ranks, so every rank applies the same
   update and the solver state stays identical without ever being sent again.
 
+In GPU mode the buckets are packed on the device; NCCL (through CuPy, where it is
+installed) sums them there, on the device's stream; without NCCL each bucket is staged
+through host memory for MPI, one copy each way per bucket and iteration.
+
 A small control vector rides along with the gradients: every rank's pending
 SIGINT/SIGHUP request (so one signal, to any rank, stops or snapshots the whole job at
 the same iteration) and its iteration number (ranks that drift apart are an error).
@@ -24,13 +28,22 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from caffelite import backend, parallel
+from caffelite import parallel
 from caffelite.errors import CaffeliteError
-from caffelite.parallel.buckets import BUCKET_BYTES, FIRST_BUCKET_BYTES, plan_buckets
+from caffelite.parallel import nccl
+from caffelite.parallel.buckets import (
+    BUCKET_BYTES,
+    FIRST_BUCKET_BYTES,
+    BucketSchedule,
+    plan_buckets,
+)
 from caffelite.signal_handler import SolverAction, parse_action
 
 logger = logging.getLogger("caffelite")
@@ -51,6 +64,13 @@ def require_mpi():
             f"(installs both), or mpi4py against the system MPI ({exc})"
         ) from None
     return MPI
+
+
+def launcher() -> str | None:
+    """The MPI launcher to start a job with: the environment's own (the mpich wheel puts
+    ``mpiexec`` beside the interpreter), else the first ``mpiexec`` on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
 def launched_by_mpi() -> bool:
@@ -99,13 +119,16 @@ class MPIGradientReducer:
         self.timeout = float(timeout)
         self.layer_wise = solver.param.layer_wise_reduce if layer_wise is None else layer_wise
         self.buckets = plan_buckets(solver.net, first_bucket_bytes, bucket_bytes)
+        self.schedule = BucketSchedule(
+            self.buckets, solver.param.iter_size, self.layer_wise, self._start_bucket
+        )
+        #: GPU mode with NCCL: the buckets are summed on the device (None: through MPI,
+        #: staged in host memory in GPU mode).
+        self.device_reduce = self._device_all_reduce(solver.net.device)
         #: Seconds spent waiting for all-reduces after backward (the part not overlapped).
         self.wait_seconds = 0.0
         self.iterations = 0
         self._synced = False
-        self._in_step = False
-        self._passes = 0
-        self._started = 0
         self._requests: list = []
         self._local_action = None
         self._job_action = SolverAction.NONE
@@ -113,13 +136,29 @@ class MPIGradientReducer:
         if self.layer_wise:
             solver.net.after_backward(self._on_layer_backward)
         logger.info(
-            "Rank %d of %d: %d gradient bucket(s) of %s bytes, %s",
+            "Rank %d of %d: %d gradient bucket(s) of %s bytes, %s, %s",
             self.rank,
             self.size,
             len(self.buckets),
             "/".join(str(b.nbytes) for b in self.buckets),
             "reduced layer-wise during backward" if self.layer_wise else "reduced after backward",
+            self._transport_name(),
         )
+
+    def _device_all_reduce(self, device):
+        """An NCCL communicator among the ranks where the net is on a CUDA device and
+        NCCL is there (the uid travels by MPI); else None."""
+        if device is None or not hasattr(device, "cuda") or not nccl.has_nccl():
+            return None
+        uid = self.comm.bcast(nccl.NCCL.new_uid() if self.rank == 0 else None, root=0)
+        return nccl.DeviceAllReduce(self.size, self.rank, uid)
+
+    def _transport_name(self) -> str:
+        if self.device_reduce is not None:
+            return "on the device by NCCL"
+        if self.solver.net.device is not None:
+            return "by MPI, staged in host memory"
+        return "by MPI"
 
     # ---- the job-wide state ------------------------------------------------------------
     def bcast(self) -> None:
@@ -127,9 +166,7 @@ class MPIGradientReducer:
         ``NCCL.bcast``). Collective: every rank calls it."""
         solver = self.solver
         for blob in [*solver.net.learnable_params, *solver.history]:
-            values = np.ascontiguousarray(backend.to_numpy(blob.data))
-            self.comm.Bcast(values, root=0)
-            blob.data[...] = backend.xp().asarray(values)
+            self.comm.Bcast(blob.mutable_cpu_data(), root=0)  # a host view, synced
         counters = np.array([solver.iter, solver.current_step], dtype=np.int64)
         self.comm.Bcast(counters, root=0)
         solver.iter, solver.current_step = int(counters[0]), int(counters[1])
@@ -150,35 +187,28 @@ class MPIGradientReducer:
     def on_start(self) -> None:
         if not self._synced:
             self.bcast()
-        self._in_step = True
-        self._passes = 0
-        self._started = 0
+        self.schedule.begin_step()
         self._requests = []
 
     def _on_layer_backward(self, layer_id: int) -> None:
-        if not self._in_step:
-            return  # a backward outside the solver's step: not ours to reduce
-        if self._passes == self.solver.param.iter_size - 1:  # the diffs are final
-            self._start_ready(layer_id)
-            if self._requests:
-                self.MPI.Request.Testall(self._requests)  # lets MPI progress the messages
-        if layer_id == 0:
-            self._passes += 1
+        if self.schedule.after_layer_backward(layer_id) and self._requests:
+            self.MPI.Request.Testall(self._requests)  # lets MPI progress the messages
 
-    def _start_ready(self, layer_id: int) -> None:
-        """Start the all-reduce of every bucket that backward has finished."""
-        while self._started < len(self.buckets):
-            bucket = self.buckets[self._started]
-            if bucket.ready_layer < layer_id:
-                return
-            self._requests.append(
-                self.comm.Iallreduce(self.MPI.IN_PLACE, bucket.pack(), op=self.MPI.SUM)
-            )
-            self._started += 1
+    def _start_bucket(self, bucket) -> None:
+        if self.device_reduce is not None:
+            self.device_reduce.all_reduce(bucket.pack())  # queued on the device's stream
+        else:
+            host = bucket.pack_to_host()
+            self._requests.append(self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM))
+
+    @property
+    def _started(self) -> int:
+        """How many buckets this step has handed to the all-reduce so far."""
+        return self.schedule.started
 
     def on_gradients_ready(self) -> None:
         solver = self.solver
-        self._start_ready(-1)
+        self.schedule.start_ready(-1)
         local = parse_action(self._local_action()) if self._local_action else SolverAction.NONE
         control = np.array(
             [local == SolverAction.STOP, local == SolverAction.SNAPSHOT, solver.iter, -solver.iter],
@@ -187,12 +217,14 @@ class MPIGradientReducer:
         self._requests.append(self.comm.Iallreduce(self.MPI.IN_PLACE, control, op=self.MPI.MAX))
         started = time.perf_counter()
         self._wait(self._requests)
+        if self.device_reduce is not None:
+            self.device_reduce.synchronize()
         self.wait_seconds += time.perf_counter() - started
         self.iterations += 1
-        self._in_step = False
+        self.schedule.end_step()
         scale = 1.0 / self.size
         for bucket in self.buckets:
-            bucket.unpack(scale)
+            bucket.unpack(scale, from_host=self.device_reduce is None)
         if control[2] != -control[3]:
             self._abort(
                 f"the ranks are at different iterations ({-control[3]} to {control[2]}); "

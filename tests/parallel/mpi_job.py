@@ -4,7 +4,6 @@ output is followed line by line (the tests start the venv's own mpiexec)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +17,6 @@ from caffelite.proto import caffe_pb2
 from caffelite.prototxt import read_binary
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 #: ``caffelite train`` inside ``backend.precision(dtype)``: the CLI, in float64 if asked.
 DRIVER = (
     "import sys, numpy; from caffelite import backend, cli\n"
@@ -29,8 +27,9 @@ DRIVER = (
 
 def mpiexec() -> str | None:
     """The launcher of the environment's MPI (the mpich wheel's), else one on PATH."""
-    beside = BIN / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
+    from caffelite.parallel.mpi import launcher
+
+    return launcher()
 
 
 def make_lenet_dir(root: Path, mnist_dir: Path, train_records: int, test_records: int) -> Path:
@@ -94,11 +93,19 @@ def max_difference(a: Path, b: Path) -> float:
 class Job:
     """A training run (``ranks`` > 0: under mpiexec -n ranks), its output followed."""
 
-    def __init__(self, workdir: Path, args: list[str], ranks: int = 0, dtype: str = "float32"):
+    def __init__(
+        self,
+        workdir: Path,
+        args: list[str],
+        ranks: int = 0,
+        dtype: str = "float32",
+        env: dict[str, str] | None = None,
+    ):
         command = [sys.executable, "-c", DRIVER, dtype, *args]
         if ranks:
             command = [mpiexec(), "-n", str(ranks), *command]
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        threads = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, **threads, **(env or {})}
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             command,

@@ -69,3 +69,27 @@ def test_pack_then_unpack_scales_every_diff():
         bucket.unpack(0.5)
     for blob, old in zip(net.learnable_params, before, strict=True):
         np.testing.assert_array_equal(blob.diff, old)
+
+
+def test_in_gpu_mode_a_bucket_is_packed_on_the_device_and_staged_in_one_copy_each_way():
+    from caffelite import backend, fake_device
+
+    with backend.gpu_mode_on(fake_device):
+        net = lenet()
+        rng = np.random.default_rng(4)
+        for blob in net.learnable_params:
+            blob.mutable_cpu_diff()[...] = rng.standard_normal(blob.shape)
+        before = [blob.cpu_diff().copy() for blob in net.learnable_params]
+        buckets = plan_buckets(net)
+        for blob in net.learnable_params:
+            blob.gpu_diff()  # the diffs are on the device, as after backward
+        fake_device.reset_transfers()
+        for bucket in buckets:
+            assert isinstance(bucket.pack(), fake_device.ndarray)
+            host = bucket.pack_to_host()
+            assert isinstance(host, np.ndarray)
+            host *= 2  # what an all-reduce over two identical ranks returns
+            bucket.unpack(0.5)
+        assert fake_device.transfers == {"h2d": len(buckets), "d2h": len(buckets)}
+        for blob, old in zip(net.learnable_params, before, strict=True):
+            np.testing.assert_array_equal(blob.cpu_diff(), old)

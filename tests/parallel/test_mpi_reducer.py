@@ -16,7 +16,7 @@ pytest.importorskip("mpi4py")
 from mpi_job import mpiexec  # noqa: E402
 
 import caffelite as caffe  # noqa: E402
-from caffelite import backend  # noqa: E402
+from caffelite import backend, fake_device  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("reducer_rank.py")
 
@@ -43,6 +43,35 @@ def one_process_on_all_samples():
         sn.feed(solver, np.concatenate([x, -x]), np.concatenate([y, 2 * y]))
         solver.step(5)
         return sn.ip_params(solver)
+
+
+def one_gpu_process_copies():
+    """(h2d, d2h) per step of one rank's solver in GPU mode on the fake device, alone."""
+    with backend.precision(np.float64), backend.gpu_mode_on(fake_device):
+        x, y = sn.problem()
+        solver = caffe.SGDSolver(sn.solver_param("iter_size: 2 momentum: 0.9", batch_size=2))
+        sn.feed(solver, x[:4], y[:4])
+        copies = []
+        for _ in range(5):
+            fake_device.reset_transfers()
+            solver.step(1)
+            copies.append((fake_device.transfers["h2d"], fake_device.transfers["d2h"]))
+        return np.array(copies)
+
+
+def test_in_gpu_mode_each_bucket_crosses_to_the_host_and_back_once_per_iteration(tmp_path):
+    """Two ranks in GPU mode on the fake device (no NCCL: MPI with host staging): the
+    mean gradient as on the CPU, and per iteration exactly one copy of each bucket each
+    way on top of what the same solver copies alone (the first step also broadcasts)."""
+    ranks = run_ranks(tmp_path, "gpu")
+    weights, bias = one_process_on_all_samples()
+    alone = one_gpu_process_copies()
+    for result in ranks:
+        np.testing.assert_allclose(result["weights"], weights, rtol=1e-12, atol=1e-14)
+        buckets = int(result["buckets"])
+        assert buckets == 2
+        extra = result["copies"][1:] - alone[1:]
+        assert (extra == [[buckets, buckets]] * 4).all(), result["copies"]
 
 
 @pytest.mark.parametrize("mode", ["layer_wise", "after_backward"])

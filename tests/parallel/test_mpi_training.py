@@ -87,6 +87,42 @@ def test_two_ranks_at_batch_64_equal_one_process_at_batch_128(lenet, start, dtyp
         assert abs(_accuracy(ranks) - _accuracy(alone)) <= 0.005
 
 
+@pytest.mark.parametrize(
+    ("launch", "dtype", "tolerance"),
+    [("cli", "float32", FLOAT32_TOLERANCE), ("mpiexec", "float64", FLOAT64_TOLERANCE)],
+)
+def test_two_gpus_equal_one_process_at_twice_the_batch(lenet, start, launch, dtype, tolerance):
+    """GPU mode on two ranks (the fake device: CAFFELITE_DEVICE=fake), the buckets packed
+    on the device and staged through host memory for MPI. ``cli``: ``caffelite train --gpu
+    0,1`` starts one rank per device under mpiexec itself; ``mpiexec``: ``mpiexec -n 2
+    caffelite train --gpu 0,1``, each rank taking its local rank's device (in float64, so
+    any difference from the CPU's arithmetic would show). Same weights as one CPU process
+    at batch 128."""
+    two = write_solver(lenet, f"gpus_{launch}.prototxt", 64, f"gpus_{launch}/lenet")
+    one = write_solver(lenet, f"gpus_one_{dtype}.prototxt", 128, f"gpus_one_{dtype}/lenet")
+    fake = {"CAFFELITE_DEVICE": "fake"}
+    args = ["--solver", two, "--gpu", "0,1"]
+    ranks = start(lenet, args, ranks=2 if launch == "mpiexec" else 0, dtype=dtype, env=fake)
+    assert ranks.finish() == 0, ranks.output
+    if launch == "cli":
+        assert "Training on GPUs [0, 1]" in ranks.output
+    assert "Using GPU 0" in ranks.output  # rank 0's; rank 1 (GPU 1) logs warnings only
+    assert "by MPI, staged in host memory" in ranks.output
+    alone = start(lenet, ["--solver", one], dtype=dtype)
+    assert alone.finish() == 0, alone.output
+    difference = max_difference(
+        lenet / f"gpus_{launch}/lenet_iter_100.caffemodel",
+        lenet / f"gpus_one_{dtype}/lenet_iter_100.caffemodel",
+    )
+    print(f"GPU mode, {dtype}: max |w(2 x 64) - w(1 x 128)| after 100 iterations: {difference:.3g}")
+    assert difference <= tolerance
+    assert len(accuracy_lines(ranks)) == 2  # rank 0 alone printed its tests
+    if dtype == "float64":
+        assert accuracy_lines(ranks) == accuracy_lines(alone)
+    else:
+        assert abs(_accuracy(ranks) - _accuracy(alone)) <= 0.005
+
+
 def _accuracy(job: Job) -> float:
     line = next(line for line in accuracy_lines(job) if "accuracy" in line)
     return float(line.rsplit("=", 1)[1])

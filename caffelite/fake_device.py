@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import types
 
 import numpy
@@ -28,10 +29,19 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 
 #: Copies between host and device since the last :func:`reset_transfers`.
 transfers = {"h2d": 0, "d2h": 0}
+#: The same, per thread name (which thread made the copies: e.g. a prefetch thread).
+transfers_by_thread: dict[str, dict[str, int]] = {}
 
 
 def reset_transfers() -> None:
     transfers["h2d"] = transfers["d2h"] = 0
+    transfers_by_thread.clear()
+
+
+def _count(kind: str) -> None:
+    transfers[kind] += 1
+    mine = transfers_by_thread.setdefault(threading.current_thread().name, {"h2d": 0, "d2h": 0})
+    mine[kind] += 1
 
 
 def _mixing_error(value) -> TypeError:
@@ -108,18 +118,18 @@ class DeviceArray(NDArrayOperatorsMixin):
 
     # ---- transfers -------------------------------------------------------------------
     def get(self, out=None) -> numpy.ndarray:
-        transfers["d2h"] += 1
+        _count("d2h")
         if out is None:
             return self._host.copy()
         out[...] = self._host
         return out
 
     def set(self, host) -> None:
-        transfers["h2d"] += 1
+        _count("h2d")
         self._host[...] = host
 
     def _scalar(self):
-        transfers["d2h"] += 1
+        _count("d2h")
         return self._host
 
     def __float__(self) -> float:
@@ -203,7 +213,7 @@ def asarray(value, dtype=None, order=None):
     """To the device: a copy for host values (counted), the array itself for device ones."""
     if isinstance(value, DeviceArray):
         return value if dtype is None else value.astype(dtype, copy=False)
-    transfers["h2d"] += 1
+    _count("h2d")
     return DeviceArray(numpy.array(value, dtype=dtype, order=order or "K", copy=True))
 
 

@@ -84,3 +84,55 @@ class SyncedMemory:
     def __repr__(self) -> str:
         where = "host only" if self.device is None else self.device.__name__
         return f"SyncedMemory({self.size} x {self.dtype.name}, {where}, {self.head})"
+
+
+class DeviceUpload:
+    """Host-to-device copies made by a worker thread, off the net's way: Caffe's prefetch
+    thread pushing each batch to the GPU (``async_gpu_push``).
+
+    On CuPy the thread copies from pinned host buffers (``host_empty``) on a CUDA stream
+    of its own and waits for the copy there, so the net's stream never waits for one; a
+    batch buffer is rewritten only after the net's copy out of it has run (``consumed``
+    records that point on the net's stream, ``upload`` makes its stream wait for it).
+    On the fake device the same calls copy at once (and are counted per thread).
+    """
+
+    def __init__(self, device, device_id: int = 0):
+        self.device = device
+        self.device_id = int(device_id)
+        self._cuda = hasattr(device, "cuda")
+        self._stream = None
+
+    def host_empty(self, shape, dtype) -> numpy.ndarray:
+        """A host buffer to fill and upload from: pinned memory on CuPy."""
+        if self._cuda:
+            import cupyx
+
+            return cupyx.empty_pinned(shape, dtype=dtype)
+        return numpy.empty(shape, dtype=dtype)
+
+    def upload(self, host: numpy.ndarray, out=None, after=None):
+        """``host`` copied into the device array ``out`` (made anew when it is None or of
+        another shape), once the net has passed ``after`` (from ``consumed``); the copy
+        is complete when this returns. The device array."""
+        if self._cuda and self._stream is None:  # first call, in the worker thread
+            self.device.cuda.Device(self.device_id).use()
+            self._stream = self.device.cuda.Stream(non_blocking=True)
+        if out is None or out.shape != host.shape or out.dtype != host.dtype:
+            out = self.device.empty(host.shape, dtype=host.dtype)
+        if not self._cuda:
+            out.set(host)
+            return out
+        if after is not None:
+            self._stream.wait_event(after)
+        out.set(host, stream=self._stream)
+        self._stream.synchronize()
+        return out
+
+    def consumed(self):
+        """A mark on the net's stream after what it has queued so far (None off CUDA)."""
+        if not self._cuda:
+            return None
+        event = self.device.cuda.Event(disable_timing=True)
+        event.record()
+        return event

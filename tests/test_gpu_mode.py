@@ -9,6 +9,8 @@ host per iteration. The same tests on CuPy are in tests/test_gpu_cupy.py.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from conftest import REPO
@@ -220,9 +222,15 @@ def test_training_on_the_device_matches_the_cpu_without_round_trips(tmp_path, gp
     assert solver.net.device is gpu_mode
     gpu_mode.reset_transfers()
     solver.step(12)
-    # each iteration copies its batch (data and labels) up; the 12 losses come down once,
-    # with the label check, when the step ends
-    assert gpu_mode.transfers == {"h2d": 2 * 12, "d2h": 2}
+    # the Data layer's prefetch thread copies each batch (data and labels) up, as Caffe's
+    # does; the net's thread copies nothing up, and the 12 losses come down once, with
+    # the label check, when the step ends
+    mine = gpu_mode.transfers_by_thread.pop(threading.current_thread().name)
+    assert mine == {"h2d": 0, "d2h": 2}
+    assert all(name.startswith("caffelite-prefetch:") for name in gpu_mode.transfers_by_thread)
+    uploads = gpu_mode.transfers_by_thread[f"caffelite-prefetch:{tmp_path / 'gpu/train_lmdb'}"]
+    ahead = 2 * solver.net.param.layer[0].data_param.prefetch  # read ahead, before or after
+    assert uploads["d2h"] == 0 and abs(uploads["h2d"] - 2 * 12) <= ahead
     assert solver.loss == pytest.approx(cpu.loss, rel=1e-5)
     assert solver.smoothed_loss == pytest.approx(cpu.smoothed_loss, rel=1e-5)
     for name in cpu.net.params:

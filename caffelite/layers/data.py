@@ -4,10 +4,10 @@ arrays the caller hands over).
 
 Data follows Caffe's DataLayer / BasePrefetchingDataLayer: records are read in key
 order, wrapping to the first one at the end; a daemon thread decodes and transforms
-whole batches on the host while the net computes, and ``forward`` only copies the
-next finished batch into the tops. The thread owns a fixed pool of ``prefetch``
-batch buffers (Caffe's free/full queues), so reading ahead is bounded and the
-steady state allocates nothing.
+whole batches on the host while the net computes (and, in GPU mode, copies them to
+the device), and ``forward`` only copies the next finished batch into the tops. The
+thread owns a fixed pool of ``prefetch`` batch buffers (Caffe's free/full queues), so
+reading ahead is bounded and the steady state allocates nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import weakref
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from caffelite import db, limits
+from caffelite import backend, db, limits
 from caffelite.data_transformer import DataTransformer
 from caffelite.datum_codec import decode_datums
 from caffelite.errors import CaffeliteError
@@ -29,6 +29,7 @@ from caffelite.layer import Layer, register_layer
 from caffelite.parallel.world import record_share
 from caffelite.proto import caffe_pb2
 from caffelite.rng import get_rng
+from caffelite.syncedmem import DeviceUpload
 
 logger = logging.getLogger("caffelite")
 
@@ -148,22 +149,45 @@ class _Failure:
 
 class _Batch:
     """A batch buffer, and where the reader stood once it was filled: the key of the
-    next record and the transform generator's state (what a resume continues from)."""
+    next record and the transform generator's state (what a resume continues from).
+    In GPU mode the thread also uploads it: ``device_data``/``device_label``, and
+    ``consumed``, the point on the net's stream after which they may be rewritten."""
 
-    __slots__ = ("data", "label", "next_key", "rng_state")
+    __slots__ = (
+        "data",
+        "label",
+        "next_key",
+        "rng_state",
+        "device_data",
+        "device_label",
+        "consumed",
+    )
 
     def __init__(self):
         self.data = np.empty(0, dtype=np.float32)
         self.label = np.empty(0, dtype=np.float32)
         self.next_key = b""
         self.rng_state: dict = {}
+        self.device_data = self.device_label = self.consumed = None
 
 
 class _Prefetcher:
     """The reader thread and its buffer queues; deliberately holds no reference to the
     layer, so an abandoned layer can be garbage collected (its finalizer stops us)."""
 
-    def __init__(self, env, env_key, source, batch_size, start, stride, transformer, rng, prefetch):
+    def __init__(
+        self,
+        env,
+        env_key,
+        source,
+        batch_size,
+        start,
+        stride,
+        transformer,
+        rng,
+        prefetch,
+        upload: DeviceUpload | None = None,
+    ):
         self.env = env
         self.env_key = env_key
         self.source = source
@@ -172,6 +196,7 @@ class _Prefetcher:
         self.stride = stride  # then every stride-th record is read (round-robin dealing)
         self.transformer = transformer
         self.rng = rng
+        self.upload = upload  # GPU mode: the thread also copies each batch to the device
         self.free: queue.Queue = queue.Queue()
         self.full: queue.Queue = queue.Queue()
         for _ in range(prefetch):
@@ -229,9 +254,12 @@ class _Prefetcher:
                 shape = self.transformer.infer_blob_shape(images.shape)
                 if batch.data.shape != shape:
                     limits.check_allocation(shape, 4, "a prefetched batch")
-                    batch.data = np.empty(shape, dtype=np.float32)
+                    empty = np.empty if self.upload is None else self.upload.host_empty
+                    batch.data = empty(shape, dtype=np.float32)
                 self.transformer.transform(images, out=batch.data, rng=self.rng)
                 batch.label = labels
+                if self.upload is not None:
+                    self._push_to_device(batch)
                 batch.next_key = cursor.key()
                 batch.rng_state = self.rng.bit_generator.state
                 self.full.put(batch)
@@ -242,6 +270,12 @@ class _Prefetcher:
                 txn.abort()
             if self.release_on_exit:
                 _release_env(self.env_key)
+
+    def _push_to_device(self, batch: _Batch) -> None:
+        """Copy the batch to the device (after the net's copy out of this buffer ran)."""
+        after, batch.consumed = batch.consumed, None
+        batch.device_data = self.upload.upload(batch.data, batch.device_data, after)
+        batch.device_label = self.upload.upload(batch.label, batch.device_label, after)
 
     def _remap(self, txn, next_key: bytes):
         """Reopen the database (see ``_remap_env``) and put a cursor back on ``next_key``."""
@@ -338,6 +372,7 @@ class DataLayer(Layer):
             raise self.error(str(exc)) from None
         self.batch_size = int(p.batch_size)
         self.output_labels = len(top) > 1
+        self._device = top[0].device  # GPU mode: the prefetch thread uploads the batches
 
         env, env_key = _acquire_env(source)
         try:
@@ -379,6 +414,9 @@ class DataLayer(Layer):
             "skip": 0 if isinstance(start, bytes) else start,
             "rng": rng.bit_generator.state,
         }
+        device = self._device
+        # one per thread: its CUDA stream and current device belong to the thread
+        self._uploader = None if device is None else DeviceUpload(device, backend.device_id())
         self._prefetcher = _Prefetcher(
             env,
             env_key,
@@ -389,6 +427,7 @@ class DataLayer(Layer):
             self.transformer,
             rng,
             int(self.layer_param.data_param.prefetch),
+            self._uploader,
         )
         self._finalizer = weakref.finalize(self, self._prefetcher.close)
         self._prefetcher.start()
@@ -432,11 +471,14 @@ class DataLayer(Layer):
                 f"reading {self._prefetcher.source!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
         xp = self.xp
+        uploaded = batch.device_data is not None  # GPU mode: on the device already
         top[0].reshape(batch.data.shape)
-        top[0].data[...] = xp.asarray(batch.data)
+        top[0].data[...] = batch.device_data if uploaded else xp.asarray(batch.data)
         if self.output_labels:
             top[1].reshape(batch.label.shape)
-            top[1].data[...] = xp.asarray(batch.label)
+            top[1].data[...] = batch.device_label if uploaded else xp.asarray(batch.label)
+        if uploaded:
+            batch.consumed = self._uploader.consumed()
         self._consumed = {"key": batch.next_key.hex(), "skip": 0, "rng": batch.rng_state}
         self._prefetcher.recycle(batch)
 

@@ -195,7 +195,7 @@ def _resnet(batch: int, weights: str):
     import numpy as np
     import speed_worker
 
-    net = speed_worker._zoo_net("resnet50", batch, weights)
+    net = speed_worker._zoo_net("resnet50", batch, weights, backward=True)
     x = speed_worker.zoo_input(batch, net.blobs[net.inputs[0]].shape)
     seed = np.random.default_rng(5).standard_normal(net.blobs[net.outputs[0]].shape)
     return net, x, seed.astype(np.float32)

@@ -185,12 +185,14 @@ def torch_lenet_test(iterations: int, _weights=None) -> list[float]:
 
 
 # ---- zoo nets ---------------------------------------------------------------------------
-def _zoo_net(net_name: str, batch: int, weights: str):
+def _zoo_net(net_name: str, batch: int, weights: str, backward: bool = False):
+    """The deploy net at ``batch``; ``backward``: with force_backward, as a net run backward
+    is (the gradient reaches the input; TEST-phase folding is then off)."""
     from caffelite.layer import TEST
     from caffelite.net import Net, load_net_param
 
     param = load_net_param(REPO / "models" / net_name / "deploy.prototxt")
-    param.force_backward = True  # backward reaches the input, as PyTorch's would not need
+    param.force_backward = backward
     for layer in param.layer:
         if layer.type == "Input":
             layer.input_param.shape[0].dim[0] = batch
@@ -199,7 +201,7 @@ def _zoo_net(net_name: str, batch: int, weights: str):
 
 
 def caffelite_zoo(net_name, mode, batch, iterations, weights) -> list[float]:
-    net = _zoo_net(net_name, batch, weights)
+    net = _zoo_net(net_name, batch, weights, backward=mode == "backward")
     name = net.inputs[0]
     net.blobs[name].data[...] = zoo_input(batch, net.blobs[name].shape)
     top = net.blobs[net.outputs[0]]

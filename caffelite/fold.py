@@ -57,8 +57,8 @@ class Epilogue:
 
 def plan(net) -> dict[int, Epilogue]:
     """The foldable chains of a TEST net: ``{convolution layer id: Epilogue}``."""
-    if net.phase != TEST:
-        return {}
+    if net.phase != TEST or net.param.force_backward:
+        return {}  # force_backward: backward follows each forward, and needs every layer
     readers: dict[int, list[int]] = {}
     for layer_id, bottoms in enumerate(net.bottom_vecs):
         for blob in bottoms:

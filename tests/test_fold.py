@@ -91,20 +91,37 @@ def test_weights_edited_after_the_first_forward_are_used():
     np.testing.assert_allclose(net.blobs["conv3"].data, expected, rtol=1e-5, atol=1e-5)
 
 
+LOSS = """
+layer { name: "target" type: "Input" top: "target"
+  input_param { shape { dim: 2 dim: 2 dim: 3 dim: 2 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "bn3" bottom: "target" top: "loss" }
+"""
+
+
 def test_backward_after_a_folded_forward_matches_the_unfolded_gradients():
-    text = CHAIN.replace('name: "folds"', 'name: "folds"\nforce_backward: true')
-    net = make_net(text=text)
-    seed = np.random.default_rng(1).standard_normal(net.blobs["bn3"].shape)
+    """A TEST net with a loss backpropagates to its weights; after a folded forward the
+    backward first reruns the forward unfolded (the folded layers kept nothing)."""
+    net = make_net(text=CHAIN + LOSS)
+    net.blobs["target"].data[...] = np.random.default_rng(1).standard_normal((2, 2, 3, 2))
     plain_forward(net)
-    net.blobs["bn3"].diff[...] = seed
-    net.folding = False
     net.backward()
-    expected = net.blobs["data"].diff.copy()
-    net.folding = True
+    expected = {name: net.params[name][0].diff.copy() for name in ("conv1", "scale1")}
+    net.clear_param_diffs()
     net.forward()
-    net.blobs["bn3"].diff[...] = seed
+    assert net._forward_was_folded
     net.backward()
-    np.testing.assert_allclose(net.blobs["data"].diff, expected, rtol=1e-5, atol=1e-6)
+    for name, diff in expected.items():
+        np.testing.assert_allclose(net.params[name][0].diff, diff, rtol=1e-5, atol=1e-6)
+    assert np.abs(expected["scale1"]).max() > 0  # the gradient reached the folded layers
+
+
+def test_a_net_with_force_backward_does_not_fold():
+    """force_backward says backward follows every forward (saliency, deep dream): folding
+    would make each backward rerun the forward, so the net runs unfolded."""
+    net = make_net(text=CHAIN.replace('name: "folds"', 'name: "folds"\nforce_backward: true'))
+    assert net._folds() == {}
+    net.forward()
+    assert not net._forward_was_folded
 
 
 def test_train_nets_never_fold():

@@ -51,6 +51,9 @@ logger = logging.getLogger("caffelite")
 #: Seconds a rank waits for the others' gradients before it ends the job.
 DEFAULT_TIMEOUT = 30.0
 _POLL_SECONDS = 0.0002
+#: Seconds an aborting rank gives the launcher to forward its last message: MPI_Abort
+#: kills every process at once, and MPICH's hydra drops output still in its pipes.
+_ABORT_GRACE_SECONDS = 1.0
 _TOKEN_TAG = 7301
 
 
@@ -297,4 +300,7 @@ class MPIGradientReducer:
     def _abort(self, message: str) -> None:
         logger.error("rank %d of %d: %s; ending the job", self.rank, self.size, message)
         logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(_ABORT_GRACE_SECONDS)
         self.comm.Abort(1)

@@ -8,6 +8,7 @@ before iteration 3 and rank 0's watchdog (a 2 s timeout) must end the job. Mode
 each step counted.
 """
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ out, mode = Path(sys.argv[1]), sys.argv[2]
 layer_wise = mode in ("layer_wise", "gpu")
 comm = mpi.join_world()
 rank = comm.Get_rank()
+if mode == "hang":  # the rank's last words, on stderr (through the launcher) and in a file
+    for handler in (logging.StreamHandler(), logging.FileHandler(out / f"rank{rank}.log")):
+        logging.getLogger("caffelite").addHandler(handler)
 gpu_mode = backend.gpu_mode_on(fake_device) if mode == "gpu" else contextlib.nullcontext()
 with backend.precision(np.float64), gpu_mode:
     x, y = sn.problem()

@@ -109,7 +109,9 @@ def test_a_stalled_rank_ends_the_job_through_the_watchdog(tmp_path):
     elapsed = time.perf_counter() - started
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
-    assert "rank 0 of 2: waited 2 s at iteration 3 for the gradients of rank(s) 1" in output
+    message = "rank 0 of 2: waited 2 s at iteration 3 for the gradients of rank(s) 1"
+    assert message in (tmp_path / "rank0.log").read_text()
+    assert message in output  # forwarded by the launcher before the abort
     assert elapsed < 60, f"the job took {elapsed:.0f} s to end"
     assert not list(tmp_path.glob("rank*.npz"))  # neither rank got past the stall
 

@@ -96,6 +96,9 @@ class Layer:
 
         self.layer_param = layer_param if layer_param is not None else caffe_pb2.LayerParameter()
         self.phase = phase if phase is not None else self.layer_param.phase
+        #: Whether a backward follows each forward (TRAIN, or a Net with force_backward):
+        #: a layer may then keep from its forward what its backward reuses.
+        self.backward_follows = self.phase == TRAIN
         self.blobs = BlobVec()
         self.param_propagate_down: list[bool] = []
         self.loss_weights: list[float] = []

@@ -232,6 +232,7 @@ class Net(PycaffeNetMixin):
         if self.param.force_backward:
             for layer_id, layer in enumerate(self.layers):
                 self.layer_need_backward[layer_id] = True
+                layer.backward_follows = True
                 need = self.bottom_need_backward[layer_id]
                 for j in range(len(need)):
                     need[j] = need[j] or layer.allow_force_backward(j)

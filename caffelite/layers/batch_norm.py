@@ -69,6 +69,8 @@ class BatchNormLayer(Layer):
             )
         if top[0] is not bottom[0]:
             top[0].reshape(shape)
+        if self.use_global_stats:
+            return  # a per-channel affine map: backward needs nothing kept from forward
         xp, dtype = self.xp, bottom[0].dtype
         if (
             getattr(self, "x_norm", None) is None
@@ -98,8 +100,9 @@ class BatchNormLayer(Layer):
             self._update_running_stats(mean, var, bottom[0].count // self.channels)
         self.std = xp.sqrt(var + self.eps)
         y /= self.std
-        # kept for backward: a later in-place layer may overwrite the top
-        self.x_norm[...] = top[0].data
+        if not self.use_global_stats:
+            # kept for backward: a later in-place layer may overwrite the top
+            self.x_norm[...] = top[0].data
 
     def _update_running_stats(self, mean, var, m: int) -> None:
         maf = self.moving_average_fraction
@@ -115,6 +118,9 @@ class BatchNormLayer(Layer):
         if not propagate_down[0]:
             return
         dy = top[0].diff
+        if self.use_global_stats:  # elementwise, so in place (dx is dy) needs no copy
+            self.xp.divide(self._view(dy), self.std, out=self._view(bottom[0].diff))
+            return
         if top[0] is bottom[0]:
             # in place dx is dy: work from a copy of the top diff
             if self._diff_copy is None:
@@ -123,9 +129,6 @@ class BatchNormLayer(Layer):
             dy = self._diff_copy
         dy = self._view(dy)
         dx = self._view(bottom[0].diff)
-        if self.use_global_stats:
-            self.xp.divide(dy, self.std, out=dx)
-            return
         normalization_backward(
             self.xp, self._view(self.x_norm), dy, self.std, dx, self._view(self._tmp), channel_mean
         )

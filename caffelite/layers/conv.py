@@ -29,7 +29,7 @@ import math
 
 from caffelite import im2col
 from caffelite.im2col import BATCH_FIRST, Workspace
-from caffelite.layer import TRAIN, Layer, register_layer
+from caffelite.layer import Layer, register_layer
 from caffelite.layers import conv_geometry
 
 
@@ -251,8 +251,8 @@ class ConvolutionLayer(_ConvolutionBase):
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
         # Backward reuses the forward's columns when the batch was one chunk and a
-        # backward is expected (TRAIN); otherwise they go to shared scratch.
-        keep = len(self.chunks) == 1 and self.phase == TRAIN
+        # backward follows (TRAIN, force_backward); otherwise they go to shared scratch.
+        keep = len(self.chunks) == 1 and self.backward_follows
         for i, (bottom_blob, top_blob) in enumerate(zip(bottom, top, strict=True)):
             x = self._images(bottom_blob.data, self.a_dims)
             y = self._images(top_blob.data, self.b_dims)

@@ -16,6 +16,7 @@ scale gradient.
 
 from __future__ import annotations
 
+from caffelite import kernels
 from caffelite.fillers import fill
 from caffelite.layer import Layer, register_layer
 from caffelite.proto import caffe_pb2
@@ -190,9 +191,16 @@ class ScaleLayer(Layer):
         if top[0] is bottom[0]:
             self._saved_input[...] = bottom[0].data  # the scale gradient needs x
         outer, dim, inner = self.geometry
-        s = self._scale(bottom).data.reshape(1, dim, 1)
+        scale = self._scale(bottom).data
         y = top[0].data.reshape(outer, dim, inner)
-        xp.multiply(bottom[0].data.reshape(outer, dim, inner), s, out=y)
+        if self.bias_term and self.bias_geometry == self.geometry:
+            # x * s + b in one pass over y (the same two roundings as multiply, then add)
+            if top[0] is not bottom[0]:
+                xp.copyto(y, bottom[0].data.reshape(outer, dim, inner))
+            bias = self.blobs[self.bias_index].data
+            kernels.channel_affine(y, scale.reshape(dim), bias.reshape(dim), False, 0.0)
+            return
+        xp.multiply(bottom[0].data.reshape(outer, dim, inner), scale.reshape(1, dim, 1), out=y)
         if self.bias_term:
             outer, dim, inner = self.bias_geometry
             y = top[0].data.reshape(outer, dim, inner)

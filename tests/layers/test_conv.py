@@ -418,3 +418,44 @@ def test_test_phase_columns_live_in_shared_scratch_and_backward_recomputes_them(
     np.testing.assert_allclose(dx_test, dx_train, rtol=1e-12)
     for a, b in zip(dw_test, dw_train, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_a_test_net_with_force_backward_keeps_its_columns_for_backward():
+    """force_backward: a backward follows each forward, so a TEST net's convolutions keep
+    their columns as a TRAIN net's do; the gradients equal those of recomputed columns."""
+    from caffelite.layer import TEST
+    from caffelite.net import Net
+    from caffelite.proto import caffe_pb2
+    from caffelite.prototxt import parse_text
+
+    text = """
+    force_backward: true
+    input: "data" input_shape { dim: 2 dim: 3 dim: 9 dim: 9 }
+    layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+            convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" } } }
+    layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+            convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "gaussian" } } }
+    """
+    x = np.random.default_rng(3).standard_normal((2, 3, 9, 9))
+    nets = []
+    for keep in (True, False):
+        net = Net(parse_text(text, caffe_pb2.NetParameter()), TEST)
+        assert all(layer.backward_follows for layer in net.layers)
+        if nets:
+            for name, blobs in nets[0].params.items():
+                for mine, theirs in zip(net.params[name], blobs, strict=True):
+                    mine.data[...] = theirs.data
+        for layer in net.layers:
+            layer.backward_follows = keep  # False: the recomputing path, as the reference
+        net.blobs["data"].data[...] = x
+        net.forward()
+        assert [bool(layer._cols) for layer in net.layers[1:]] == [keep, keep]
+        net.blobs["conv2"].diff[...] = 1.0
+        net.backward()
+        nets.append(net)
+    kept, recomputed = nets
+    np.testing.assert_allclose(kept.blobs["data"].diff, recomputed.blobs["data"].diff, rtol=1e-12)
+    for name, blobs in recomputed.params.items():
+        for reference, mine in zip(blobs, kept.params[name], strict=True):
+            assert np.abs(mine.diff).max() > 0
+            np.testing.assert_allclose(mine.diff, reference.diff, rtol=1e-12)

@@ -268,3 +268,20 @@ def test_loaded_blob_count_is_checked():
     blob.data.extend([1.0, 2.0, 3.0])
     with pytest.raises(CaffeliteError, match=r"expects 2 parameter blob\(s\).*found 1"):
         create_layer(param).setup_layer([Blob(2, 3)], [Blob()])
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_scale_with_bias_rounds_as_multiply_then_add_in_float32(in_place):
+    """The fused pass (one compiled loop) gives numpy's x * s + b to the bit."""
+    x = data((2, 5, 3, 4), seed=6).astype(np.float32)
+    text = f'type: "Scale" scale_param {{ bias_term: true {FILLERS} }}'
+    with backend.precision(np.float32):
+        layer = create_layer(layer_param_from_text(text))
+        bottom = [Blob(x.shape)]
+        top = bottom if in_place else [Blob(x.shape)]
+        bottom[0].data[...] = x
+        layer.setup_layer(bottom, top)
+    layer.forward(bottom, top)
+    s, b = (blob.data.reshape(1, 5, 1, 1) for blob in layer.blobs)
+    assert top[0].data.dtype == np.float32
+    np.testing.assert_array_equal(top[0].data, x * s + b)

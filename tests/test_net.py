@@ -108,6 +108,7 @@ def test_split_of_a_loss_top_counts_the_loss_once():
     )
     assert "loss_loss_0_split" in net._layer_names
     net.blobs["x"].data[...] = 1.0
+    net.blobs["y"].data[...] = 1.0  # nonzero, so the loss is nonzero even if ReLU kills all of h
     loss = net.forward_from_to()
     assert float(net.blobs["loss"].data) > 0
     assert loss == pytest.approx(float(net.blobs["loss"].data), rel=1e-6)

@@ -102,6 +102,17 @@ def lrn_across_backward(x, y, dy, dx, scale, size: int, alpha: float, beta: floa
     implementation(x).lrn_across_backward(x, y, dy, dx, scale, size, alpha, beta)
 
 
+# ---- GEMM ---------------------------------------------------------------------------------
+def matmul_accumulate(a, b, out):
+    """``out += a @ b`` with ``beta = 1``, as Caffe accumulates parameter gradients.
+
+    Accumulates. ``a`` (m, k) and ``b`` (k, n) may be transposed views of C-contiguous
+    arrays; ``out`` (m, n) is C-contiguous and overlaps neither. One GEMM reads and
+    writes ``out`` once, where matmul and add would go through a temporary of its size.
+    """
+    implementation(out).matmul_accumulate(a, b, out)
+
+
 # ---- elementwise -------------------------------------------------------------------------
 def channel_affine(y, scale, shift, relu: bool, negative_slope: float):
     """In place on ``y`` ``(n, C, ...)``: ``y = y * scale[c] + shift[c]``, then, if

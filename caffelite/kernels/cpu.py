@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from caffelite.kernels import FLT_MIN
+from caffelite.kernels import FLT_MIN, blas
 from caffelite.kernels.threads import configure_threads
 
 configure_threads()
@@ -316,6 +316,12 @@ def _lrn_across_backward(x, y, dy, dx, scale, size, coefficient, beta):
             for other in range(max(ch - pad, 0), min(ch + pad + 1, c)):
                 for p in range(pixels):
                     out[p] -= coefficient * xs[b, ch, p] * ratio[other, p]
+
+
+# ---- GEMM ---------------------------------------------------------------------------------
+def matmul_accumulate(a, b, out):
+    if not blas.gemm_accumulate(a, b, out):  # no CBLAS found beside numpy, or another dtype
+        out += a @ b
 
 
 # ---- elementwise -------------------------------------------------------------------------

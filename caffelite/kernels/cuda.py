@@ -377,6 +377,18 @@ def _lrn_across_backward(x, y, dy, dx, scale, c, pixels, size, coefficient, beta
     dx[t] = out
 
 
+# ---- GEMM ---------------------------------------------------------------------------------
+def matmul_accumulate(a, b, out):
+    """cuBLAS's GEMM with ``beta = 1`` on CuPy's current stream (a library call, not a
+    numba kernel, so it has no simulator run: its check is a ``gpu`` case)."""
+    import cupy
+    import cupy.cublas
+    from cupy_backends.cuda.libs import cublas
+
+    cublas.setStream(cupy.cuda.device.get_cublas_handle(), cupy.cuda.get_current_stream().ptr)
+    cupy.cublas.gemm("N", "N", a, b, out=out, alpha=1.0, beta=1.0)
+
+
 # ---- elementwise -------------------------------------------------------------------------
 def channel_affine(y, scale, shift, relu, negative_slope):
     n, c = y.shape[0], y.shape[1]

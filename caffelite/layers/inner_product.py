@@ -1,5 +1,8 @@
 """InnerProduct (fully connected): three GEMMs on the bottom flattened to (M, K).
 
+The weight gradient accumulates inside its GEMM (``beta = 1``, as Caffe's), not through
+a temporary of the weights' size: for fc6-sized layers that was most of backward.
+
 Everything before ``axis`` is the batch (M rows), everything from ``axis`` on is one
 input vector (K values). Weights are (N, K), or (K, N) with ``transpose: true``, as
 Caffe stores them, so trained models load unchanged.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from caffelite.im2col import Workspace
+from caffelite import kernels
 from caffelite.layer import Layer, register_layer
 from caffelite.shapes import canonical_axis
 
@@ -37,7 +40,6 @@ class InnerProductLayer(Layer):
             specs.append(("bias", (n,), param.bias_filler))
         hint = " (transpose: true stores K x N)" if self.transpose else ""
         self.make_param_blobs(specs, hint)
-        self.workspace = Workspace()
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -70,12 +72,10 @@ class InnerProductLayer(Layer):
         if self.param_propagate_down[0]:
             x = bottom[0].data.reshape(self.m, self.k)
             diff = self.blobs[0].diff
-            grad = self.workspace.scratch("weight_grad", diff.shape, diff.dtype)
             if self.transpose:
-                xp.matmul(x.T, dy, out=grad)
+                kernels.matmul_accumulate(x.T, dy, diff)
             else:
-                xp.matmul(dy.T, x, out=grad)
-            diff += grad
+                kernels.matmul_accumulate(dy.T, x, diff)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:

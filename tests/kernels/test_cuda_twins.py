@@ -350,6 +350,25 @@ def test_stochastic_pool_forward_test(device, dtype, case):
     assert_close(device.get(y), expected, dtype)
 
 
+if not SIMULATED:  # cuBLAS, not a numba kernel: the simulator cannot run it
+
+    @pytest.mark.gpu
+    @pytest.mark.parametrize("transposes", [(False, False), (True, False), (False, True)])
+    def test_matmul_accumulate(dtype, transposes):
+        device = Device("gpu")
+        rng = np.random.default_rng(11)
+        m, k, n = 37, 19, 23
+        a = rng.standard_normal((k, m) if transposes[0] else (m, k)).astype(dtype)
+        b = rng.standard_normal((n, k) if transposes[1] else (k, n)).astype(dtype)
+        a, b = (a.T if transposes[0] else a), (b.T if transposes[1] else b)
+        out = rng.standard_normal((m, n)).astype(dtype)
+        expected = out.copy()
+        cpu.matmul_accumulate(a, b, expected)
+        on_device = device.put(out)
+        device.run("matmul_accumulate", device.put(a), device.put(b), on_device)
+        assert_close(device.get(on_device), expected, dtype)
+
+
 def test_every_kernel_has_a_cuda_twin():
     """No kernel reaches a device without its twin (and so without the cases above)."""
     import inspect

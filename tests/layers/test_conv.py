@@ -7,6 +7,7 @@ from caffelite import backend, im2col
 from caffelite.blob import Blob
 from caffelite.errors import CaffeliteError
 from caffelite.layer import create_layer
+from caffelite.layers import conv
 from caffelite.testing import build_layer, check_layer, layer_param_from_text
 
 FILLERS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" }'
@@ -89,8 +90,16 @@ def layout(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["batched", "accumulated"])
+def weight_grad(request, monkeypatch):
+    """Run a test once per weight-gradient path (see conv._ACCUMULATE_MIN), whatever the
+    weights' size would pick."""
+    monkeypatch.setattr(conv, "_ACCUMULATE_MIN", 0 if request.param == "accumulated" else 1 << 62)
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(CASES))
-def test_convolution_forward_and_gradients(name, layout):
+def test_convolution_forward_and_gradients(name, layout, weight_grad):
     body, shape, options = CASES[name]
     layer, _, _ = check_layer(
         conv_text(body),
@@ -150,7 +159,7 @@ def test_two_bottoms_share_the_weights(layout):
     check_layer(conv_text("num_output: 3 kernel_size: 3"), [a, b], reference=reference, num_top=2)
 
 
-def test_batch_split_into_chunks(monkeypatch, layout):
+def test_batch_split_into_chunks(monkeypatch, layout, weight_grad):
     """Batches whose columns exceed the limit are unfolded in chunks, same results."""
     monkeypatch.setattr(im2col, "MAX_COL_ELEMENTS", 300)
     for body, shape, options in (CASES["pad_stride"], CASES["batch_last"]):
@@ -341,7 +350,7 @@ DECONV_CASES = {
 
 
 @pytest.mark.parametrize("name", list(DECONV_CASES))
-def test_deconvolution_forward_and_gradients(name, layout):
+def test_deconvolution_forward_and_gradients(name, layout, weight_grad):
     body, shape, options = DECONV_CASES[name]
     layer, _, _ = check_layer(
         deconv_text(body),

@@ -28,10 +28,9 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
 class _Cblas:
-    """``cblas_sgemm`` and ``cblas_dgemm`` of one library, with its index type."""
+    """``cblas_sgemm`` and ``cblas_dgemm`` of one library, declared with its index type."""
 
     def __init__(self, library: ctypes.CDLL, prefix: str, suffix: str, index) -> None:
-        self.index = index
         self.routines = {}
         for dtype, name, scalar in (
             (np.float32, "sgemm", ctypes.c_float),

@@ -233,15 +233,13 @@ class _ConvolutionBase(Layer):
         diff = self.blobs[0].diff.reshape(g, per_group, self.kernel_dim)
         swapped = cols.swapaxes(-1, -2)
         if diff[0].size >= _ACCUMULATE_MIN:
-            if self.layout == BATCH_FIRST:
-                for image in range(cols.shape[0]):
-                    for group in range(g):
-                        kernels.matmul_accumulate(
-                            b_operand[image, group], swapped[image, group], diff[group]
-                        )
-            else:
+            if self.layout != BATCH_FIRST:  # one product per group holds the whole batch
+                b_operand, swapped = b_operand[None], swapped[None]
+            for image in range(b_operand.shape[0]):
                 for group in range(g):
-                    kernels.matmul_accumulate(b_operand[group], swapped[group], diff[group])
+                    kernels.matmul_accumulate(
+                        b_operand[image, group], swapped[image, group], diff[group]
+                    )
             return
         dtype = diff.dtype
         total = self.workspace.scratch("wgrad", diff.shape, dtype)

@@ -64,7 +64,8 @@ def col2im(col, dx, kernel: Pair, stride: Pair, pad: Pair, dilation: Pair, batch
 # ---- pooling --------------------------------------------------------------------------
 def max_pool_forward(x, y, argmax, kernel: Pair, stride: Pair, pad: Pair):
     """``y`` = the maximum of each window of ``x`` (windows clipped to the image);
-    ``argmax`` its first position in row-major order (Caffe's tie rule)."""
+    ``argmax`` its first position in row-major order (Caffe's tie rule), or None where
+    no backward needs it (the maxima alone are cheaper)."""
     implementation(x).max_pool_forward(x, y, argmax, kernel, stride, pad)
 
 

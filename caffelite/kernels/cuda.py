@@ -213,7 +213,11 @@ def max_pool_forward(x, y, argmax, kernel, stride, pad):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     geometry = (*kernel, *stride, *pad)
-    _launch(_max_pool_forward, y.size, _flat(x), _flat(y), _flat(argmax), h, w, oh, ow, *geometry)
+    keep = argmax is not None
+    if not keep:  # a one-element stand-in (of the same array module) it never writes
+        argmax = type(y)((1,), dtype="int32")
+    args = (_flat(x), _flat(y), _flat(argmax), keep, h, w, oh, ow, *geometry)
+    _launch(_max_pool_forward, y.size, *args)
 
 
 def max_pool_backward(dy, argmax, dx, kernel, stride, pad):
@@ -249,7 +253,7 @@ def _windows_over(pixel, kernel, stride, pad, pooled):
 
 
 @_jit
-def _max_pool_forward(x, y, argmax, h, w, oh, ow, kh, kw, sh, sw, ph, pw):
+def _max_pool_forward(x, y, argmax, keep, h, w, oh, ow, kh, kw, sh, sw, ph, pw):
     t = cuda.grid(1)
     if t >= y.size:
         return
@@ -265,7 +269,8 @@ def _max_pool_forward(x, y, argmax, h, w, oh, ow, kh, kw, sh, sw, ph, pw):
             if x[base + r * w + q] > best:  # Caffe's tie rule: the first maximum stays
                 best, where = x[base + r * w + q], r * w + q
     y[t] = best
-    argmax[t] = where
+    if keep:
+        argmax[t] = where
 
 
 @_jit

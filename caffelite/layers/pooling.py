@@ -92,6 +92,7 @@ class PoolingLayer(Layer):
             self._check_pad_below_kernel()
         self.ceil_mode = param.round_mode == _P.CEIL
         self.drawn_shape = None  # STOCHASTIC: the top shape of the last TRAIN draw
+        self.argmax_valid = False  # MAX: whether the last forward kept its argmax
         self.workspace = Workspace()
 
     def _pair(self, param, name: str, default: int) -> tuple[int, int]:
@@ -156,7 +157,11 @@ class PoolingLayer(Layer):
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.method == _P.MAX:
-            kernels.max_pool_forward(x, y, self.argmax, self.kernel, self.stride, self.pad)
+            # The argmax serves only a backward or the mask top: without them, the maxima
+            # alone (a backward called anyway finds it missing and computes it).
+            self.argmax_valid = self.backward_follows or len(top) > 1
+            argmax = self.argmax if self.argmax_valid else None
+            kernels.max_pool_forward(x, y, argmax, self.kernel, self.stride, self.pad)
             if len(top) > 1:
                 top[1].data[...] = self.argmax  # Caffe's mask: h * W + w, as float
         elif self.method == _P.AVE:
@@ -182,6 +187,12 @@ class PoolingLayer(Layer):
                 "STOCHASTIC pooling has a backward only after a TRAIN forward of this shape (it "
                 "routes the gradient to the drawn elements); the TEST phase draws none"
             )
+        if self.method == _P.MAX and not self.argmax_valid:
+            maxima = self.workspace.scratch("maxima", dy.shape, dy.dtype)  # the top stays
+            kernels.max_pool_forward(
+                bottom[0].data, maxima, self.argmax, self.kernel, self.stride, self.pad
+            )
+            self.argmax_valid = True
         if self.method in (_P.MAX, _P.STOCHASTIC):
             pad = (0, 0) if self.method == _P.STOCHASTIC else self.pad  # windows at p * stride
             kernels.max_pool_backward(dy, self.argmax, dx, self.kernel, self.stride, pad)

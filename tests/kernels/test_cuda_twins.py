@@ -216,6 +216,22 @@ def test_max_pool_forward(device, dtype, case):
 
 
 @pytest.mark.parametrize("case", POOLINGS)
+def test_max_pool_forward_without_argmax(device, dtype, case):
+    """argmax None (no backward follows): the same maxima, on both twins."""
+    x_shape, *geometry = POOLINGS[case]
+    y_shape = pooled_shape(x_shape, *geometry)
+    x = tied_input(x_shape, dtype, seed=5)
+    expected_y = garbage(y_shape, dtype)
+    cpu.max_pool_forward(x, expected_y, np.empty(y_shape, np.int32), *geometry)
+    cpu_y = garbage(y_shape, dtype)
+    cpu.max_pool_forward(x, cpu_y, None, *geometry)
+    np.testing.assert_array_equal(cpu_y, expected_y)
+    y = device.put(garbage(y_shape, dtype))
+    device.run("max_pool_forward", device.put(x), y, None, *geometry)
+    np.testing.assert_array_equal(device.get(y), expected_y)
+
+
+@pytest.mark.parametrize("case", POOLINGS)
 def test_max_pool_backward(device, dtype, case):
     x_shape, *geometry = POOLINGS[case]
     y_shape = pooled_shape(x_shape, *geometry)

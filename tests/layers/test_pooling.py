@@ -273,9 +273,13 @@ def test_test_phase_max_pooling_skips_the_argmax_but_backward_still_works(params
     for phase in (TRAIN, TEST):
         layer, bottom, top = build_layer(text, [x], phase=phase)
         layer.forward(bottom, top)
+        assert layer.argmax_valid == (phase == TRAIN)
+        y = top[0].data.copy()
+        top[0].data[...] = -1.0  # the recomputed argmax must not come from the top
         top[0].diff[...] = np.arange(top[0].count).reshape(top[0].shape)
         layer.backward(top, [True], bottom)
-        results.append((layer, top[0].data.copy(), bottom[0].diff.copy()))
+        assert layer.argmax_valid
+        results.append((layer, y, bottom[0].diff.copy()))
     (_, y_train, dx_train), (test_layer, y_test, dx_test) = results
     np.testing.assert_array_equal(y_test, y_train)
     np.testing.assert_array_equal(dx_test, dx_train)

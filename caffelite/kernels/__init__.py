@@ -114,6 +114,14 @@ def matmul_accumulate(a, b, out):
     implementation(out).matmul_accumulate(a, b, out)
 
 
+# ---- layout --------------------------------------------------------------------------------
+def batch_last_to_first(src, dst, bias=None):
+    """``dst`` ``(n, C, P)`` = ``src`` ``(C, P, n)`` transposed, plus ``bias[c]`` where
+    given: a batch-last convolution's GEMM product (channels, pixels, images) written
+    to the top with its bias in one pass."""
+    implementation(src).batch_last_to_first(src, dst, bias)
+
+
 # ---- elementwise -------------------------------------------------------------------------
 def channel_affine(y, scale, shift, relu: bool, negative_slope: float):
     """In place on ``y`` ``(n, C, ...)``: ``y = y * scale[c] + shift[c]``, then, if

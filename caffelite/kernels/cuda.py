@@ -394,6 +394,26 @@ def matmul_accumulate(a, b, out):
     cupy.cublas.gemm("N", "N", a, b, out=out, alpha=1.0, beta=1.0)
 
 
+# ---- layout --------------------------------------------------------------------------------
+def batch_last_to_first(src, dst, bias):
+    c, p, n = src.shape
+    add = bias is not None
+    if not add:  # a one-element stand-in (of the same array module) that is never read
+        bias = type(src)((1,), dtype=src.dtype)
+    _launch(_batch_last_to_first, dst.size, _flat(src), _flat(dst), _flat(bias), add, c, p, n)
+
+
+@_jit
+def _batch_last_to_first(src, dst, bias, add, c, p, n):
+    t = cuda.grid(1)
+    if t >= dst.size:
+        return
+    q, rest = t % p, t // p
+    ch, i = rest % c, rest // c
+    value = src[(ch * p + q) * n + i]
+    dst[t] = value + bias[ch] if add else value
+
+
 # ---- elementwise -------------------------------------------------------------------------
 def channel_affine(y, scale, shift, relu, negative_slope):
     n, c = y.shape[0], y.shape[1]

@@ -197,12 +197,11 @@ class _ConvolutionBase(Layer):
             return
         out = self.workspace.scratch("gemm_out", (g, per_group, self.b_spatial * n), b.dtype)
         xp.matmul(weights, cols, out=out)
-        out_t = out.reshape(self.channels_out, self.b_spatial, n).transpose(2, 0, 1)
-        b3 = b.reshape(n, self.channels_out, self.b_spatial)
-        if bias is None:
-            xp.copyto(b3, out_t)
-        else:
-            xp.add(out_t, bias[:, None], out=b3)
+        kernels.batch_last_to_first(
+            out.reshape(self.channels_out, self.b_spatial, n),
+            b.reshape(n, self.channels_out, self.b_spatial),
+            bias,
+        )
 
     def _conv_backward(self, b_operand, a):
         """a = col2im(W^T * b), written into the input-side chunk ``a`` (n, C_in, *in)."""

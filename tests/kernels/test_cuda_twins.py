@@ -322,6 +322,30 @@ def test_channel_affine(device, dtype, shape, relu, negative_slope):
     assert_close(device.get(on_y), expected, dtype)
 
 
+# ---- layout -------------------------------------------------------------------------------
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("shape", [(3, 5, 2), (2, 7, 37)], ids=["few_images", "image_blocks"])
+def test_batch_last_to_first(device, dtype, shape, with_bias):
+    """Both twins against numpy's transpose (37 images: two full blocks and a partial
+    one on the CPU); without a bias it is a copy, which keeps the sign of -0.0."""
+    rng = np.random.default_rng(10)
+    src = rng.standard_normal(shape).astype(dtype)
+    src.reshape(-1)[::3] = -0.0
+    bias = rng.standard_normal(shape[0]).astype(dtype) if with_bias else None
+    expected = src.transpose(2, 0, 1) + bias[:, None] if with_bias else src.transpose(2, 0, 1)
+    out_shape = (shape[2], shape[0], shape[1])
+    on_cpu = garbage(out_shape, dtype)
+    cpu.batch_last_to_first(src, on_cpu, bias)
+    np.testing.assert_array_equal(on_cpu, expected)
+    np.testing.assert_array_equal(np.signbit(on_cpu), np.signbit(expected))
+    dst = device.put(garbage(out_shape, dtype))
+    device.run(
+        "batch_last_to_first", device.put(src), dst, None if bias is None else device.put(bias)
+    )
+    np.testing.assert_array_equal(device.get(dst), expected)
+    np.testing.assert_array_equal(np.signbit(device.get(dst)), np.signbit(expected))
+
+
 # ---- stochastic pooling -------------------------------------------------------------------
 # (input shape, kernel, stride): windows from p * stride, the last ones clipped
 STOCHASTIC_POOLINGS = {

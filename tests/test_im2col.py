@@ -118,8 +118,11 @@ def test_output_sizes_follow_caffe():
 
 def test_layout_choice_for_lenet():
     lenet1, lenet2 = Geometry((5, 5)), Geometry((5, 5))
-    assert im2col.choose_layout(lenet1, 1 * 25, 24 * 24) == BATCH_FIRST
-    assert im2col.choose_layout(lenet2, 20 * 25, 8 * 8) == BATCH_LAST
+    assert im2col.choose_layout(lenet1, 1 * 25, 24 * 24, 64) == BATCH_FIRST
+    assert im2col.choose_layout(lenet2, 20 * 25, 8 * 8, 64) == BATCH_LAST
+    assert (
+        im2col.choose_layout(lenet2, 20 * 25, 8 * 8, 1) == BATCH_FIRST
+    )  # one image: the same array
 
 
 def test_batch_chunks_cover_the_batch_within_the_limit():

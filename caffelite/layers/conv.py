@@ -118,7 +118,7 @@ class _ConvolutionBase(Layer):
             self.a_dims, self.b_dims = spatial, out
         self.kernel_dim = self.channels_in // self.group * math.prod(self.geometry.kernel)
         self.b_spatial = math.prod(self.b_dims)
-        self.layout = im2col.choose_layout(self.geometry, self.kernel_dim, self.b_spatial)
+        self.layout = im2col.choose_layout(self.geometry, self.kernel_dim, self.b_spatial, self.num)
         per_image = self.kernel_dim * self.group * self.b_spatial
         self.chunks = im2col.batch_chunks(self.num, per_image)
         key = (first.shape, first.dtype)

@@ -111,10 +111,12 @@ def test_convolution_forward_and_gradients(name, layout, weight_grad):
 
 def test_layout_follows_the_shape():
     wide = conv_text("num_output: 2 kernel_size: 3")
-    first, _, _ = build_layer(wide, [random(1, 1, 12, 12)])  # 9 < 10*10
-    last, _, _ = build_layer(wide, [random(1, 4, 5, 5)])  # 36 > 3*3
+    first, _, _ = build_layer(wide, [random(2, 1, 12, 12)])  # 9 < 10*10
+    last, _, _ = build_layer(wide, [random(2, 4, 5, 5)])  # 36 > 3*3
+    one_image, _, _ = build_layer(wide, [random(1, 4, 5, 5)])  # the layouts coincide
     assert first.layout == im2col.BATCH_FIRST
     assert last.layout == im2col.BATCH_LAST
+    assert one_image.layout == im2col.BATCH_FIRST
 
 
 def test_no_bias():

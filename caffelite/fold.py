@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy
 
-from caffelite import kernels
+from caffelite import backend, kernels
 from caffelite.layer import TEST
 
 
@@ -35,8 +35,10 @@ class Epilogue:
     relu: object = None
     layer_ids: list[int] = field(default_factory=list)
 
-    def apply(self, y) -> None:
-        xp = numpy
+    def apply(self, y, bias=None) -> None:
+        """The chain's pass over ``y``; ``bias``: the convolution's, not yet added (then
+        ``relu((y + bias) * s + t)``, as ``y * s + (bias * s + t)``)."""
+        xp = backend.get_array_module(y)  # s and t live where y does (GPU mode: the device)
         s = xp.ones(self.channels, dtype=numpy.float64)
         t = xp.zeros(self.channels, dtype=numpy.float64)
         if self.batch_norm is not None:
@@ -50,6 +52,8 @@ class Epilogue:
             s, t = s * gamma, t * gamma
             if self.scale.bias_term:
                 t = t + self.scale.blobs[self.scale.bias_index].data
+        if bias is not None:
+            t = t + bias * s
         relu = self.relu is not None
         slope = self.relu.negative_slope if relu else 0.0
         kernels.channel_affine(y, s.astype(y.dtype), t.astype(y.dtype), relu, slope)

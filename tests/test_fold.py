@@ -126,3 +126,44 @@ def test_a_net_with_force_backward_does_not_fold():
 
 def test_train_nets_never_fold():
     assert make_net(TRAIN)._folds() == {}
+
+
+BIASED_RELU = """
+name: "biased_relu"
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 2 dim: 3 dim: 9 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 1 weight_filler { type: "gaussian" std: 0.5 }
+    bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+"""
+
+
+def test_a_batch_first_convolution_adds_its_bias_in_the_folded_pass():
+    """A pointwise convolution runs batch-first, where the bias joins the ReLU's pass
+    (``y * 1 + bias``, then the ReLU): bit-identical to the unfolded net."""
+    net = Net(parse_text(BIASED_RELU, caffe_pb2.NetParameter()), TEST)
+    net.blobs["data"].data[...] = np.random.default_rng(2).standard_normal((2, 3, 9, 8))
+    assert net.layer_dict["conv"].layout == "batch_first"
+    assert np.abs(net.params["conv"][1].data).min() > 0  # every channel has a bias
+    expected = plain_forward(net)["conv"]
+    net.forward()
+    assert net._forward_was_folded
+    np.testing.assert_array_equal(net.blobs["conv"].data, expected)
+    assert (expected == 0).any() and (expected > 0).any()  # the ReLU cut some values
+
+
+def test_folding_in_gpu_mode_keeps_its_arrays_on_the_device():
+    """The scale and shift are computed where the blobs are (the fake device refuses
+    host arrays in its kernels), and the folded chain still equals the unfolded one."""
+    from caffelite import backend, fake_device
+
+    with backend.gpu_mode_on(fake_device):
+        net = make_net()
+        expected = plain_forward(net)
+        net.forward()
+        assert net._forward_was_folded
+        for name, blob in net.blobs.items():
+            np.testing.assert_allclose(
+                blob.data, expected[name], rtol=1e-5, atol=1e-5, err_msg=name
+            )

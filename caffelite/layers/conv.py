@@ -191,9 +191,9 @@ class _ConvolutionBase(Layer):
         weights = self._weights()
         if self.layout == BATCH_FIRST:
             xp.matmul(weights, cols, out=b.reshape(n, g, per_group, self.b_spatial))
-            if bias is not None:
-                b3 = b.reshape(n, self.channels_out, self.b_spatial)
-                b3 += bias[:, None]
+            if bias is not None:  # y * 1 + bias: one parallel pass
+                ones = self.workspace.constant("ones", bias.shape, bias.dtype, 1.0)
+                kernels.channel_affine(b, ones, bias, False, 0.0)
             return
         out = self.workspace.scratch("gemm_out", (g, per_group, self.b_spatial * n), b.dtype)
         xp.matmul(weights, cols, out=out)
@@ -270,6 +270,10 @@ class ConvolutionLayer(_ConvolutionBase):
 
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
+        # Batch-first adds the bias in a pass of its own after the GEMM: a folded
+        # epilogue's pass takes it instead (batch-last adds it in its transpose).
+        to_epilogue = self.epilogue is not None and self.layout == BATCH_FIRST
+        gemm_bias, epilogue_bias = (None, bias) if to_epilogue else (bias, None)
         # Backward reuses the forward's columns when the batch was one chunk and a
         # backward follows (TRAIN, force_backward); otherwise they go to shared scratch.
         keep = len(self.chunks) == 1 and self.backward_follows
@@ -278,11 +282,11 @@ class ConvolutionLayer(_ConvolutionBase):
             y = self._images(top_blob.data, self.b_dims)
             for start, stop in self.chunks:
                 cols = self._columns(x[start:stop], str(i) if keep else None)
-                self._conv_forward(cols, y[start:stop], bias)
+                self._conv_forward(cols, y[start:stop], gemm_bias)
             if keep:
                 self._cols[i] = cols
             if self.epilogue is not None:
-                self.epilogue.apply(top_blob.data)
+                self.epilogue.apply(top_blob.data, epilogue_bias)
 
     def backward(self, top, propagate_down, bottom):
         want_weights = self.param_propagate_down[0]

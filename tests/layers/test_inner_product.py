@@ -46,6 +46,10 @@ def random(*shape, seed=0):
             dict(axis=2, transpose=True),
             (6, 2),
         ),
+        # at least twice as many outputs as rows: forward takes (W . x^T)^T
+        ("num_output: 7", (3, 2, 2), {}, (7, 4)),
+        ("num_output: 9 transpose: true", (2, 5), dict(transpose=True), (5, 9)),
+        ("num_output: 6 axis: 2", (1, 2, 3), dict(axis=2), (6, 3)),
     ],
 )
 def test_inner_product_forward_and_gradients(body, shape, options, weight_shape):
@@ -60,14 +64,24 @@ def test_inner_product_forward_and_gradients(body, shape, options, weight_shape)
     )
 
 
+@pytest.mark.parametrize("num_output", [3, 8], ids=["x_first", "weights_first"])
 @pytest.mark.parametrize("transpose", ["false", "true"])
-def test_no_bias(transpose):
+def test_no_bias(transpose, num_output):
     layer, _, _ = check_layer(
-        ip_text(f"num_output: 3 bias_term: false transpose: {transpose}"),
+        ip_text(f"num_output: {num_output} bias_term: false transpose: {transpose}"),
         [random(4, 5)],
         reference=lambda x, w: ip_reference(x, w, transpose=transpose == "true"),
     )
     assert len(layer.blobs) == 1
+    assert layer.weights_first == (num_output == 8)
+
+
+def test_the_product_order_follows_the_batch():
+    """(W . x^T)^T where the layer has at least twice as many outputs as the batch has
+    rows and there is more than one row; x . W^T otherwise."""
+    for rows, num_output, expected in [(4, 8, True), (4, 7, False), (1, 500, False)]:
+        layer, _, _ = build_layer(ip_text(f"num_output: {num_output}"), [random(rows, 3)])
+        assert layer.weights_first == expected, (rows, num_output)
 
 
 def test_gradients_by_hand():

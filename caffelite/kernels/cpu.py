@@ -190,8 +190,8 @@ def _inside(size, kernel, stride, pad, pooled):
 def _take(value, k, best, where):
     """Caffe's tie rule: a later element replaces the maximum only when strictly greater.
 
-    Written as two selects, not a branch, so the compiler vectorizes the window loops
-    (measured: 1.6-1.8x faster on 2x2 windows)."""
+    Written as two selects, not a branch, which compiles to faster window loops (with
+    the border walk below: LeNet's pool1 on real data 1.3x faster)."""
     greater = value > best
     return (value if greater else best), (k if greater else where)
 
@@ -312,7 +312,7 @@ def lrn_across_backward(x, y, dy, dx, scale, size, alpha, beta):
 @_inline
 def _inverse_power(scale, beta):
     """``scale ** -beta``; for Caffe's default beta 0.75 as two square roots, which
-    vectorize where a pow does not (the LRN kernels 5-9x faster)."""
+    vectorize where a pow does not (the LRN kernels 3-7x faster)."""
     if beta == 0.75:
         root = np.sqrt(scale)
         return 1 / (root * np.sqrt(root))

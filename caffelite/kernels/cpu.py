@@ -333,17 +333,20 @@ def _lrn_across_forward(x, y, scale, size, coefficient, beta, k):
             source = xs[b, other]
             for p in range(pixels):
                 row[p] += source[p] * source[p]
-        out, inputs = ys[b, ch], xs[b, ch]
-        if beta == 0.75:  # the same loop as below, with the test outside, so it vectorizes
-            for p in range(pixels):
-                value = k + coefficient * row[p]
-                row[p] = value
-                out[p] = inputs[p] * _inverse_power(value, 0.75)
+        # beta's test outside the loop, so that the 0.75 loop vectorizes
+        if beta == 0.75:
+            _normalise_plane(row, ys[b, ch], xs[b, ch], coefficient, 0.75, k)
         else:
-            for p in range(pixels):
-                value = k + coefficient * row[p]
-                row[p] = value
-                out[p] = inputs[p] * _inverse_power(value, beta)
+            _normalise_plane(row, ys[b, ch], xs[b, ch], coefficient, beta, k)
+
+
+@_inline
+def _normalise_plane(scale, out, inputs, coefficient, beta, k):
+    """``scale = k + coefficient * scale`` (the window sums), ``out = inputs * scale^-beta``."""
+    for p in range(scale.size):
+        value = k + coefficient * scale[p]
+        scale[p] = value
+        out[p] = inputs[p] * _inverse_power(value, beta)
 
 
 @_jit

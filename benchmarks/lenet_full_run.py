@@ -66,8 +66,10 @@ def run(solver: str, extra_args=()) -> dict:
             peak_kib = int(match.group(1))
     status = child.wait()
     wall = time.perf_counter() - started
-    if status != 0 or peak_kib is None:
+    if status != 0:
         sys.exit(f"training failed with status {status}:\n{''.join(last_lines)}")
+    if peak_kib is None:
+        sys.exit(f"training printed no peak memory line:\n{''.join(last_lines)}")
     return {"wall_s": wall, "accuracies": accuracies, "peak_rss_mib": peak_kib / 1024}
 
 

@@ -122,6 +122,26 @@ def batch_last_to_first(src, dst, bias=None):
     implementation(src).batch_last_to_first(src, dst, bias)
 
 
+# ---- Winograd convolution F(4x4, 3x3) ----------------------------------------------------
+# A 3x3 stride-1 convolution computed on 6x6 input tiles that overlap by 2: each tile's
+# 4x4 outputs take 36 multiplications per channel pair instead of 144 (see
+# caffelite.winograd, which also transforms the filters and runs the 36 GEMMs between
+# these two kernels). Tile t of image b is ``t = (b * tiles_h + i) * tiles_w + j``, its
+# input window starts at ``(4 i - pad_h, 4 j - pad_w)``.
+def winograd_input(x, v, pad: Pair, tiles: Pair):
+    """``v`` ``(36, C, n * tiles_h * tiles_w)`` = ``B^T d B`` of each 6x6 input tile
+    ``d`` of ``x`` ``(n, C, H, W)``, zeros outside the image; entry ``6 r + c`` of the
+    transformed tile at ``v[6 r + c]``."""
+    implementation(x).winograd_input(x, v, pad, tiles)
+
+
+def winograd_output(m, y, bias=None):
+    """``y`` ``(n, K, OH, OW)`` = ``A^T M A`` of each tile's 6x6 product ``M`` in ``m``
+    ``(36, K, n * tiles)``, cropped to the image where the last tiles overhang it, plus
+    ``bias[k]`` where given."""
+    implementation(m).winograd_output(m, y, bias)
+
+
 # ---- elementwise -------------------------------------------------------------------------
 def channel_affine(y, scale, shift, relu: bool, negative_slope: float):
     """In place on ``y`` ``(n, C, ...)``: ``y = y * scale[c] + shift[c]``, then, if

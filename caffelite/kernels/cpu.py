@@ -406,6 +406,137 @@ def _batch_last_to_first(src, dst, bias, add):
                     row[q] = channel[q, i]
 
 
+# ---- Winograd convolution F(4x4, 3x3) ----------------------------------------------------
+# The transforms multiply by 2, 4 and 8 as sums (a + a): an integer or float literal would
+# promote float32 arithmetic to float64 in numba.
+def winograd_input(x, v, pad, tiles):
+    _winograd_input(x, v, *pad, *tiles)
+
+
+def winograd_output(m, y, bias):
+    add = bias is not None
+    if not add:  # compiled once: a stand-in bias that is never read
+        bias = np.zeros(1, m.dtype)
+    _winograd_output(m, y, bias, add)
+
+
+@_inline
+def _twice(a):
+    return a + a
+
+
+@_inline
+def _four_times(a):
+    b = a + a
+    return b + b
+
+
+@_inline
+def _input_transform(d0, d1, d2, d3, d4, d5):
+    """``B^T d`` for one column ``d`` of a tile (Lavin and Gray's F(4, 3) matrices)."""
+    p, q = d4 - d2, d1 - d3
+    return (
+        _four_times(d0 - d2) + p,
+        d3 + d4 - _four_times(d1 + d2),
+        _four_times(d1 - d2) + d4 - d3,
+        p - _twice(q),
+        p + _twice(q),
+        _four_times(q) - d3 + d5,
+    )
+
+
+@_inline
+def _output_transform(m0, m1, m2, m3, m4, m5):
+    """``A^T m`` for one column ``m`` of a tile's product."""
+    a, b = m1 + m2, m1 - m2
+    c, d = m3 + m4, m3 - m4
+    d2 = _twice(d)
+    return (m0 + a + c, b + d2, a + _four_times(c), b + _four_times(d2) + m5)
+
+
+@_jit
+def _winograd_input(x, v, ph, pw, th, tw):
+    n, c, h, w = x.shape
+    tiles = th * tw
+    width = tw * 4 + 2
+    zero_row = np.zeros(w, x.dtype)
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        # The six rows of one tile row after B^T, across the padded width: the columns
+        # in the padding are never written and stay zero.
+        t = np.zeros((6, width), x.dtype)
+        for i in range(th):
+            r = i * 4 - ph
+            x0 = x[b, ch, r] if 0 <= r < h else zero_row
+            x1 = x[b, ch, r + 1] if 0 <= r + 1 < h else zero_row
+            x2 = x[b, ch, r + 2] if 0 <= r + 2 < h else zero_row
+            x3 = x[b, ch, r + 3] if 0 <= r + 3 < h else zero_row
+            x4 = x[b, ch, r + 4] if 0 <= r + 4 < h else zero_row
+            x5 = x[b, ch, r + 5] if 0 <= r + 5 < h else zero_row
+            for s in range(min(w, width - pw)):
+                q = s + pw
+                t0, t1, t2, t3, t4, t5 = _input_transform(x0[s], x1[s], x2[s], x3[s], x4[s], x5[s])
+                t[0, q], t[1, q], t[2, q], t[3, q], t[4, q], t[5, q] = t0, t1, t2, t3, t4, t5
+            first = b * tiles + i * tw
+            for row in range(6):
+                tr = t[row]
+                out = v[row * 6 : row * 6 + 6, ch]
+                for j in range(tw):
+                    q, o = j * 4, first + j
+                    e0, e1, e2, e3, e4, e5 = _input_transform(
+                        tr[q], tr[q + 1], tr[q + 2], tr[q + 3], tr[q + 4], tr[q + 5]
+                    )
+                    out[0, o], out[1, o], out[2, o], out[3, o], out[4, o], out[5, o] = (
+                        e0,
+                        e1,
+                        e2,
+                        e3,
+                        e4,
+                        e5,
+                    )
+
+
+@_jit
+def _winograd_output(m, y, bias, add):
+    n, k, oh, ow = y.shape
+    th, tw = (oh + 3) // 4, (ow + 3) // 4
+    tiles = th * tw
+    for plane in prange(n * k):
+        b, ch = plane // k, plane % k
+        shift = bias[ch] if add else bias[0]
+        s = np.empty((4, 6, tw), y.dtype)  # A^T M of a tile row, tiles innermost
+        for i in range(th):
+            first = b * tiles + i * tw
+            for col in range(6):
+                for j in range(tw):
+                    o = first + j
+                    s[0, col, j], s[1, col, j], s[2, col, j], s[3, col, j] = _output_transform(
+                        m[col, ch, o],
+                        m[6 + col, ch, o],
+                        m[12 + col, ch, o],
+                        m[18 + col, ch, o],
+                        m[24 + col, ch, o],
+                        m[30 + col, ch, o],
+                    )
+            for row in range(min(4, oh - i * 4)):
+                out, sr = y[b, ch, i * 4 + row], s[row]
+                for j in range(tw):
+                    a0, a1, a2, a3 = _output_transform(
+                        sr[0, j], sr[1, j], sr[2, j], sr[3, j], sr[4, j], sr[5, j]
+                    )
+                    if add:
+                        a0, a1, a2, a3 = a0 + shift, a1 + shift, a2 + shift, a3 + shift
+                    q = j * 4
+                    if q + 3 < ow:
+                        out[q], out[q + 1], out[q + 2], out[q + 3] = a0, a1, a2, a3
+                    else:  # the last tile overhangs the image
+                        out[q] = a0
+                        if q + 1 < ow:
+                            out[q + 1] = a1
+                        if q + 2 < ow:
+                            out[q + 2] = a2
+
+
 # ---- elementwise -------------------------------------------------------------------------
 def channel_affine(y, scale, shift, relu, negative_slope):
     _channel_affine(y, scale, shift, relu, y.dtype.type(negative_slope))

@@ -414,6 +414,182 @@ def _batch_last_to_first(src, dst, bias, add, c, p, n):
     dst[t] = value + bias[ch] if add else value
 
 
+# ---- Winograd convolution F(4x4, 3x3) ----------------------------------------------------
+# One thread per (plane, tile), transforming its columns first and then its rows, in the
+# order of the CPU loops, with the same sums for the factors 2, 4 and 8 (a literal
+# would promote float32 to float64). Tuples are indexed by constants only, so they stay
+# in registers.
+def winograd_input(x, v, pad, tiles):
+    n, c, h, w = x.shape
+    th, tw = tiles
+    args = (_flat(x), _flat(v), _zero(x), n, c, h, w, *pad, th, tw)
+    _launch(_winograd_input, n * c * th * tw, *args)
+
+
+def winograd_output(m, y, bias):
+    n, k, oh, ow = y.shape
+    add = bias is not None
+    if not add:  # a one-element stand-in (of the same array module) that is never read
+        bias = type(m)((1,), dtype=m.dtype)
+    th, tw = (oh + 3) // 4, (ow + 3) // 4
+    args = (_flat(m), _flat(y), _flat(bias), add, n, k, oh, ow, th, tw)
+    _launch(_winograd_output, n * k * th * tw, *args)
+
+
+@_device_function
+def _twice(a):
+    return a + a
+
+
+@_device_function
+def _four_times(a):
+    b = a + a
+    return b + b
+
+
+@_device_function
+def _input_transform(d0, d1, d2, d3, d4, d5):
+    """``B^T d`` for one column ``d`` of a tile, with the CPU twin's operations."""
+    p, q = d4 - d2, d1 - d3
+    return (
+        _four_times(d0 - d2) + p,
+        d3 + d4 - _four_times(d1 + d2),
+        _four_times(d1 - d2) + d4 - d3,
+        p - _twice(q),
+        p + _twice(q),
+        _four_times(q) - d3 + d5,
+    )
+
+
+@_device_function
+def _output_transform(m0, m1, m2, m3, m4, m5):
+    """``A^T m`` for one column ``m`` of a tile's product."""
+    a, b = m1 + m2, m1 - m2
+    c, d = m3 + m4, m3 - m4
+    d2 = _twice(d)
+    return (m0 + a + c, b + d2, a + _four_times(c), b + _four_times(d2) + m5)
+
+
+@_device_function
+def _pixel(x, zero, plane, h, w, r, q):
+    if 0 <= r < h and 0 <= q < w:
+        return x[(plane * h + r) * w + q]
+    return zero
+
+
+@_device_function
+def _tile_column(x, zero, plane, h, w, r, q):
+    """``B^T`` of the 6 input pixels of column ``q`` from row ``r`` down."""
+    return _input_transform(
+        _pixel(x, zero, plane, h, w, r, q),
+        _pixel(x, zero, plane, h, w, r + 1, q),
+        _pixel(x, zero, plane, h, w, r + 2, q),
+        _pixel(x, zero, plane, h, w, r + 3, q),
+        _pixel(x, zero, plane, h, w, r + 4, q),
+        _pixel(x, zero, plane, h, w, r + 5, q),
+    )
+
+
+@_device_function
+def _store_row(v, first, step, e0, e1, e2, e3, e4, e5):
+    """One row of a transformed tile: entries ``first + col * step`` of ``v``."""
+    v[first] = e0
+    v[first + step] = e1
+    v[first + 2 * step] = e2
+    v[first + 3 * step] = e3
+    v[first + 4 * step] = e4
+    v[first + 5 * step] = e5
+
+
+@_jit
+def _winograd_input(x, v, zero, n, c, h, w, ph, pw, th, tw):
+    t = cuda.grid(1)
+    tiles = th * tw
+    if t >= n * c * tiles:
+        return
+    tile, plane = t % tiles, t // tiles  # consecutive threads write consecutive tiles
+    b, ch = plane // c, plane % c
+    r, q = tile // tw * 4 - ph, tile % tw * 4 - pw
+    c0 = _tile_column(x, zero, plane, h, w, r, q)
+    c1 = _tile_column(x, zero, plane, h, w, r, q + 1)
+    c2 = _tile_column(x, zero, plane, h, w, r, q + 2)
+    c3 = _tile_column(x, zero, plane, h, w, r, q + 3)
+    c4 = _tile_column(x, zero, plane, h, w, r, q + 4)
+    c5 = _tile_column(x, zero, plane, h, w, r, q + 5)
+    step = c * n * tiles  # from one of the 36 entries to the next
+    first = ch * n * tiles + b * tiles + tile
+    _store_row(v, first, step, *_input_transform(c0[0], c1[0], c2[0], c3[0], c4[0], c5[0]))
+    first += 6 * step
+    _store_row(v, first, step, *_input_transform(c0[1], c1[1], c2[1], c3[1], c4[1], c5[1]))
+    first += 6 * step
+    _store_row(v, first, step, *_input_transform(c0[2], c1[2], c2[2], c3[2], c4[2], c5[2]))
+    first += 6 * step
+    _store_row(v, first, step, *_input_transform(c0[3], c1[3], c2[3], c3[3], c4[3], c5[3]))
+    first += 6 * step
+    _store_row(v, first, step, *_input_transform(c0[4], c1[4], c2[4], c3[4], c4[4], c5[4]))
+    first += 6 * step
+    _store_row(v, first, step, *_input_transform(c0[5], c1[5], c2[5], c3[5], c4[5], c5[5]))
+
+
+@_device_function
+def _product_column(m, first, step):
+    """``A^T`` of one column of a tile's 6x6 product, its entries ``6 * step`` apart."""
+    return _output_transform(
+        m[first],
+        m[first + 6 * step],
+        m[first + 12 * step],
+        m[first + 18 * step],
+        m[first + 24 * step],
+        m[first + 30 * step],
+    )
+
+
+@_device_function
+def _store_output_row(y, bias, add, ch, start, q, ow, a0, a1, a2, a3):
+    """Four outputs of one tile row from ``y[start]`` (column ``q``), cropped at ``ow``."""
+    shift = bias[ch] if add else bias[0]
+    if add:
+        a0, a1, a2, a3 = a0 + shift, a1 + shift, a2 + shift, a3 + shift
+    y[start] = a0
+    if q + 1 < ow:
+        y[start + 1] = a1
+    if q + 2 < ow:
+        y[start + 2] = a2
+    if q + 3 < ow:
+        y[start + 3] = a3
+
+
+@_jit
+def _winograd_output(m, y, bias, add, n, k, oh, ow, th, tw):
+    t = cuda.grid(1)
+    tiles = th * tw
+    if t >= n * k * tiles:
+        return
+    tile, plane = t % tiles, t // tiles
+    b, ch = plane // k, plane % k
+    step = k * n * tiles
+    first = ch * n * tiles + b * tiles + tile
+    s0 = _product_column(m, first, step)
+    s1 = _product_column(m, first + step, step)
+    s2 = _product_column(m, first + 2 * step, step)
+    s3 = _product_column(m, first + 3 * step, step)
+    s4 = _product_column(m, first + 4 * step, step)
+    s5 = _product_column(m, first + 5 * step, step)
+    r, q = tile // tw * 4, tile % tw * 4
+    start = (plane * oh + r) * ow + q
+    a = _output_transform(s0[0], s1[0], s2[0], s3[0], s4[0], s5[0])
+    _store_output_row(y, bias, add, ch, start, q, ow, a[0], a[1], a[2], a[3])
+    if r + 1 < oh:
+        a = _output_transform(s0[1], s1[1], s2[1], s3[1], s4[1], s5[1])
+        _store_output_row(y, bias, add, ch, start + ow, q, ow, a[0], a[1], a[2], a[3])
+    if r + 2 < oh:
+        a = _output_transform(s0[2], s1[2], s2[2], s3[2], s4[2], s5[2])
+        _store_output_row(y, bias, add, ch, start + 2 * ow, q, ow, a[0], a[1], a[2], a[3])
+    if r + 3 < oh:
+        a = _output_transform(s0[3], s1[3], s2[3], s3[3], s4[3], s5[3])
+        _store_output_row(y, bias, add, ch, start + 3 * ow, q, ow, a[0], a[1], a[2], a[3])
+
+
 # ---- elementwise -------------------------------------------------------------------------
 def channel_affine(y, scale, shift, relu, negative_slope):
     n, c = y.shape[0], y.shape[1]

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 
-from caffelite import im2col, kernels
+from caffelite import im2col, kernels, winograd
 from caffelite.im2col import BATCH_FIRST, Workspace
 from caffelite.layer import Layer, register_layer
 from caffelite.layers import conv_geometry
+from caffelite.proto import caffe_pb2
 
 #: Per-group weight elements from which the weight gradient accumulates in its GEMMs.
 #: Below, one call per image and group costs more than the temporaries it saves: at
@@ -58,6 +59,8 @@ class _ConvolutionBase(Layer):
         where = conv_geometry.describe_bottom(self, bottom[0], self.channel_axis)
         self.geometry = conv_geometry.parse(self, param, num_spatial, where)
         self.force_nd = param.force_nd_im2col
+        #: ``engine: CAFFE`` asks for Caffe's own algorithm (im2col and GEMM) everywhere.
+        self.caffe_engine = param.engine == caffe_pb2.ConvolutionParameter.CAFFE
         self.channels = bottom[0].shape[self.channel_axis]
         self.num_output = param.num_output
         self.group = param.group
@@ -120,6 +123,20 @@ class _ConvolutionBase(Layer):
         self.b_spatial = math.prod(self.b_dims)
         self.layout = im2col.choose_layout(self.geometry, self.kernel_dim, self.b_spatial, self.num)
         per_image = self.kernel_dim * self.group * self.b_spatial
+        #: Forward by Winograd's F(4x4, 3x3) (caffelite.winograd) instead of im2col.
+        group = self.group
+        self.winograd = not (
+            self.reverse_dimensions or self.force_nd or self.caffe_engine
+        ) and winograd.applies(
+            self.geometry,
+            self.channels_in // group,
+            self.channels_out // group,
+            self.b_dims,
+            self.num,
+        )
+        if self.winograd:
+            winograd_size = winograd.per_image_elements(self.channels, self.num_output, out)
+            per_image = max(per_image, winograd_size)
         self.chunks = im2col.batch_chunks(self.num, per_image)
         key = (first.shape, first.dtype)
         if key != self._input_key:
@@ -271,16 +288,29 @@ class ConvolutionLayer(_ConvolutionBase):
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
         # Batch-first adds the bias in a pass of its own after the GEMM: a folded
-        # epilogue's pass takes it instead (batch-last adds it in its transpose).
-        to_epilogue = self.epilogue is not None and self.layout == BATCH_FIRST
+        # epilogue's pass takes it instead (batch-last adds it in its transpose,
+        # Winograd in its output transform).
+        to_epilogue = self.epilogue is not None and self.layout == BATCH_FIRST and not self.winograd
         gemm_bias, epilogue_bias = (None, bias) if to_epilogue else (bias, None)
         # Backward reuses the forward's columns when the batch was one chunk and a
         # backward follows (TRAIN, force_backward); otherwise they go to shared scratch.
-        keep = len(self.chunks) == 1 and self.backward_follows
+        keep = len(self.chunks) == 1 and self.backward_follows and not self.winograd
         for i, (bottom_blob, top_blob) in enumerate(zip(bottom, top, strict=True)):
             x = self._images(bottom_blob.data, self.a_dims)
             y = self._images(top_blob.data, self.b_dims)
             for start, stop in self.chunks:
+                if self.winograd:
+                    weights, pad = self.blobs[0].data, self.geometry.pad
+                    winograd.convolve(
+                        x[start:stop],
+                        weights,
+                        y[start:stop],
+                        pad,
+                        self.group,
+                        self.workspace,
+                        gemm_bias,
+                    )
+                    continue
                 cols = self._columns(x[start:stop], str(i) if keep else None)
                 self._conv_forward(cols, y[start:stop], gemm_bias)
             if keep:

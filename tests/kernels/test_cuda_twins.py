@@ -346,6 +346,43 @@ def test_batch_last_to_first(device, dtype, shape, with_bias):
     np.testing.assert_array_equal(np.signbit(device.get(dst)), np.signbit(expected))
 
 
+# ---- Winograd F(4x4, 3x3) ----------------------------------------------------------------
+# (input shape, pad): the last tiles overhang the image, and pad 2 puts whole tile rows in it
+WINOGRAD_INPUTS = {"overhanging_tiles": ((2, 3, 7, 9), (1, 1)), "pad_2": ((1, 2, 5, 6), (2, 0))}
+
+
+@pytest.mark.parametrize("case", WINOGRAD_INPUTS)
+def test_winograd_input(device, dtype, case):
+    """Both twins add and subtract the same values in the same order: bit-identical."""
+    x_shape, pad = WINOGRAD_INPUTS[case]
+    n, c, h, w = x_shape
+    tiles = ((h + 2 * pad[0] - 2 + 3) // 4, (w + 2 * pad[1] - 2 + 3) // 4)
+    v_shape = (36, c, n * tiles[0] * tiles[1])
+    x = np.random.default_rng(14).standard_normal(x_shape).astype(dtype)
+    expected = garbage(v_shape, dtype)
+    cpu.winograd_input(x, expected, pad, tiles)
+    assert not np.isnan(expected).any()
+    v = device.put(garbage(v_shape, dtype))
+    device.run("winograd_input", device.put(x), v, pad, tiles)
+    np.testing.assert_array_equal(device.get(v), expected)
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("out_shape", [(2, 3, 7, 9), (1, 2, 4, 5)], ids=["overhang", "one_row"])
+def test_winograd_output(device, dtype, out_shape, with_bias):
+    n, k, oh, ow = out_shape
+    count = n * ((oh + 3) // 4) * ((ow + 3) // 4)
+    rng = np.random.default_rng(15)
+    m = rng.standard_normal((36, k, count)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype) if with_bias else None
+    expected = garbage(out_shape, dtype)
+    cpu.winograd_output(m, expected, bias)
+    assert not np.isnan(expected).any()
+    y = device.put(garbage(out_shape, dtype))
+    device.run("winograd_output", device.put(m), y, None if bias is None else device.put(bias))
+    np.testing.assert_array_equal(device.get(y), expected)
+
+
 # ---- stochastic pooling -------------------------------------------------------------------
 # (input shape, kernel, stride): windows from p * stride, the last ones clipped
 STOCHASTIC_POOLINGS = {

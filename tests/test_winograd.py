@@ -5,6 +5,7 @@ import pytest
 
 from caffelite import winograd
 from caffelite.im2col import Geometry, Workspace
+from caffelite.layer import TEST, TRAIN
 from caffelite.testing import build_layer, check_layer
 
 
@@ -103,19 +104,19 @@ WIDE = "num_output: 16 kernel_size: 3 pad: 1"
 
 def test_convolution_chooses_winograd_unless_engine_caffe():
     x = random((4, 16, 9, 9), np.float64, 5)  # 36 tiles
-    fast, _, _ = build_layer(conv_text(WIDE), [x])
-    caffe_way, _, _ = build_layer(conv_text(WIDE, "CAFFE"), [x])
-    narrow, _, _ = build_layer(conv_text("num_output: 8 kernel_size: 3 pad: 1"), [x])
+    fast, _, _ = build_layer(conv_text(WIDE), [x], phase=TEST)
+    caffe_way, _, _ = build_layer(conv_text(WIDE, "CAFFE"), [x], phase=TEST)
+    narrow, _, _ = build_layer(conv_text("num_output: 8 kernel_size: 3 pad: 1"), [x], phase=TEST)
     assert fast.winograd and not caffe_way.winograd and not narrow.winograd
 
 
 @pytest.mark.parametrize("body", [WIDE, "num_output: 32 kernel_size: 3 group: 2"])
 def test_winograd_forward_and_im2col_backward_agree_with_engine_caffe(body):
-    """Same weights: the forward to rounding, every gradient bit for bit (backward is
-    im2col in both)."""
+    """Same weights, TEST phase: the forward to rounding, every gradient bit for bit
+    (a backward called anyway is im2col in both)."""
     x = random((6, 32, 14, 9), np.float32, 6)  # 72 and 36 tiles
-    fast, fast_bottom, fast_top = build_layer(conv_text(body), [x])
-    caffe_way, bottom, top = build_layer(conv_text(body, "CAFFE"), [x])
+    fast, fast_bottom, fast_top = build_layer(conv_text(body), [x], phase=TEST)
+    caffe_way, bottom, top = build_layer(conv_text(body, "CAFFE"), [x], phase=TEST)
     for mine, theirs in zip(fast.blobs, caffe_way.blobs, strict=True):
         mine.data[...] = theirs.data
     assert fast.winograd
@@ -124,6 +125,7 @@ def test_winograd_forward_and_im2col_backward_agree_with_engine_caffe(body):
         tops[0].diff[...] = random(tops[0].shape, np.float32, 7)
         layer.backward(tops, [True], bottoms)
     scale = np.abs(top[0].data).max()
+    assert not np.array_equal(fast_top[0].data, top[0].data)  # two algorithms ran
     np.testing.assert_allclose(fast_top[0].data, top[0].data, rtol=0, atol=1e-5 * scale)
     np.testing.assert_array_equal(fast_bottom[0].diff, bottom[0].diff)
     for mine, theirs in zip(fast.blobs, caffe_way.blobs, strict=True):
@@ -138,5 +140,20 @@ def test_winograd_convolution_gradients_in_float64(monkeypatch):
         conv_text("num_output: 16 kernel_size: 3 pad: 1"),
         [random((2, 16, 5, 6), np.float64, 8)],
         reference=lambda x, w, b: direct_sum(x, w, b, (1, 1)),
+        phase=TEST,
     )
-    assert layer.winograd
+    assert layer.winograd and not layer.backward_follows
+
+
+def test_training_forward_stays_im2col():
+    """Where a backward follows, the forward unfolds the input for it: bit for bit
+    engine CAFFE's forward."""
+    x = random((4, 16, 9, 9), np.float32, 9)
+    fast, fast_bottom, fast_top = build_layer(conv_text(WIDE), [x], phase=TRAIN)
+    caffe_way, bottom, top = build_layer(conv_text(WIDE, "CAFFE"), [x], phase=TRAIN)
+    fast.blobs[0].data[...] = caffe_way.blobs[0].data
+    fast.blobs[1].data[...] = caffe_way.blobs[1].data
+    fast.forward(fast_bottom, fast_top)
+    caffe_way.forward(bottom, top)
+    assert fast.winograd and fast.backward_follows
+    np.testing.assert_array_equal(fast_top[0].data, top[0].data)

@@ -38,6 +38,12 @@ class Epilogue:
     def apply(self, y, bias=None) -> None:
         """The chain's pass over ``y``; ``bias``: the convolution's, not yet added (then
         ``relu((y + bias) * s + t)``, as ``y * s + (bias * s + t)``)."""
+        kernels.channel_affine(y, *self.affine(y, bias))
+
+    def affine(self, y, bias=None):
+        """``(scale, shift, relu, negative_slope)`` of the chain, with ``bias`` as in
+        :meth:`apply`, in ``y``'s dtype and on its device: the arguments of
+        :func:`caffelite.kernels.channel_affine`, for a kernel that applies them itself."""
         xp = backend.get_array_module(y)  # s and t live where y does (GPU mode: the device)
         s = xp.ones(self.channels, dtype=numpy.float64)
         t = xp.zeros(self.channels, dtype=numpy.float64)
@@ -56,7 +62,7 @@ class Epilogue:
             t = t + bias * s
         relu = self.relu is not None
         slope = self.relu.negative_slope if relu else 0.0
-        kernels.channel_affine(y, s.astype(y.dtype), t.astype(y.dtype), relu, slope)
+        return s.astype(y.dtype), t.astype(y.dtype), relu, slope
 
 
 def plan(net) -> dict[int, Epilogue]:

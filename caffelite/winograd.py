@@ -93,9 +93,13 @@ def filter_transform(weights, out) -> None:
     xp.matmul(transform, weights.reshape(k * c, 9).T, out=out.reshape(36, k * c))
 
 
-def convolve(x, weights, y, pad: tuple[int, int], group: int, workspace: Workspace, bias=None):
+def convolve(
+    x, weights, y, pad: tuple[int, int], group: int, workspace: Workspace, epilogue=(None, None)
+):
     """``y`` ``(n, K, OH, OW)`` = the 3x3 stride-1 convolution of ``x`` ``(n, C, H, W)``
-    with ``weights`` ``(K, C / group, 3, 3)``, plus ``bias[k]`` where given.
+    with ``weights`` ``(K, C / group, 3, 3)``, then ``epilogue``: the arguments of
+    :func:`caffelite.kernels.winograd_output` after ``y``, ``(scale, shift[, relu,
+    negative_slope])`` (a bias alone is ``(None, bias)``).
 
     The transformed input and the product live in the shared scratch buffers that
     im2col's columns and GEMM products use, which are never live at the same time.
@@ -116,4 +120,4 @@ def convolve(x, weights, y, pad: tuple[int, int], group: int, workspace: Workspa
         transformed.reshape(36, group, c // group, count),
         out=product.reshape(36, group, k // group, count),
     )
-    kernels.winograd_output(product, y, bias)
+    kernels.winograd_output(product, y, *epilogue)

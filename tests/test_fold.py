@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from caffelite import kernels
 from caffelite.layer import TEST, TRAIN
 from caffelite.net import Net
 from caffelite.proto import caffe_pb2
@@ -167,3 +168,39 @@ def test_folding_in_gpu_mode_keeps_its_arrays_on_the_device():
             np.testing.assert_allclose(
                 blob.data, expected[name], rtol=1e-5, atol=1e-5, err_msg=name
             )
+
+
+WINOGRAD_CHAIN = """
+name: "winograd_folds"
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 4 dim: 16 dim: 9 dim: 9 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1
+    weight_filler { type: "gaussian" std: 0.2 } bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1"
+  scale_param { bias_term: true filler { type: "gaussian" std: 1 }
+    bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" relu_param { negative_slope: 0.1 } }
+layer { name: "conv3" type: "Convolution" bottom: "conv1" top: "conv3"
+  convolution_param { num_output: 16 kernel_size: 3 pad: 1
+    weight_filler { type: "gaussian" std: 0.2 } bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu3" type: "ReLU" bottom: "conv3" top: "conv3" }
+layer { name: "bn3" type: "BatchNorm" bottom: "conv3" top: "bn3" }
+"""
+
+
+def test_a_winograd_convolution_applies_its_epilogue_in_its_output_transform(monkeypatch):
+    """The folded chain (BatchNorm, Scale, leaky ReLU; a ReLU alone) inside Winograd's
+    output transform equals the unfolded net, and no separate epilogue pass runs."""
+    net = make_net(text=WINOGRAD_CHAIN)
+    assert all(net.layer_dict[name].winograd for name in ("conv1", "conv3"))
+    expected = plain_forward(net)
+    passes = []
+    monkeypatch.setattr(kernels, "channel_affine", lambda *args: passes.append(args))
+    net.forward()
+    assert net._forward_was_folded and passes == []
+    for name, blob in net.blobs.items():  # to Winograd's float32 rounding (caffelite.winograd)
+        bound = 1e-5 * np.abs(expected[name]).max()
+        np.testing.assert_allclose(blob.data, expected[name], rtol=0, atol=bound, err_msg=name)
+    assert (expected["conv1"] < 0).any() and (expected["conv3"] == 0).any()  # both ReLUs bit

@@ -55,11 +55,26 @@ def test_convolve_matches_the_direct_sum(case, dtype, with_bias):
     bias = random((k,), dtype, 3) if with_bias else None
     expected = direct_sum(x, weights, bias, pad, group)
     y = np.full(expected.shape, np.nan, dtype)
-    winograd.convolve(x, weights, y, pad, group, Workspace(), bias)
+    winograd.convolve(x, weights, y, pad, group, Workspace(), (None, bias))
     # float32: the transforms' factors amplify rounding (see caffelite.winograd)
     scale = np.abs(expected).max()
     tolerance = 1e-5 * scale if dtype == np.float32 else 1e-13 * scale
     np.testing.assert_allclose(y, expected, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("negative_slope", [0.0, 0.1], ids=["relu", "leaky"])
+def test_convolve_applies_a_folded_epilogue(negative_slope):
+    """``relu(y * scale + shift)`` in the output transform, as the folded pass would."""
+    n, c, k, h, w, pad, group = SHAPES["last_tiles_overhang"]
+    x = random((n, c, h, w), np.float64, 1)
+    weights = random((k, c, 3, 3), np.float64, 2)
+    scale, shift = random((k,), np.float64, 3), random((k,), np.float64, 4)
+    expected = direct_sum(x, weights, None, pad) * scale[:, None, None] + shift[:, None, None]
+    expected = np.where(expected < 0, expected * negative_slope, expected)
+    y = np.full(expected.shape, np.nan)
+    winograd.convolve(x, weights, y, pad, 1, Workspace(), (scale, shift, True, negative_slope))
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
+    assert (y < 0).any() == (negative_slope > 0) and (y == 0).any() == (negative_slope == 0)
 
 
 def test_filter_transform_is_g_g_gt():

@@ -135,11 +135,12 @@ def winograd_input(x, v, pad: Pair, tiles: Pair):
     implementation(x).winograd_input(x, v, pad, tiles)
 
 
-def winograd_output(m, y, bias=None):
+def winograd_output(m, y, scale=None, shift=None, relu: bool = False, negative_slope: float = 0.0):
     """``y`` ``(n, K, OH, OW)`` = ``A^T M A`` of each tile's 6x6 product ``M`` in ``m``
-    ``(36, K, n * tiles)``, cropped to the image where the last tiles overhang it, plus
-    ``bias[k]`` where given."""
-    implementation(m).winograd_output(m, y, bias)
+    ``(36, K, n * tiles)``, cropped to the image where the last tiles overhang it, then
+    ``* scale[k] + shift[k]`` (each where given: a bias is a shift) and, if ``relu``,
+    Caffe's (leaky) ReLU: a folded epilogue (see :func:`channel_affine`) in the same pass."""
+    implementation(m).winograd_output(m, y, scale, shift, relu, negative_slope)
 
 
 # ---- elementwise -------------------------------------------------------------------------

@@ -413,11 +413,13 @@ def winograd_input(x, v, pad, tiles):
     _winograd_input(x, v, *pad, *tiles)
 
 
-def winograd_output(m, y, bias):
-    add = bias is not None
-    if not add:  # compiled once: a stand-in bias that is never read
-        bias = np.zeros(1, m.dtype)
-    _winograd_output(m, y, bias, add)
+def winograd_output(m, y, scale, shift, relu, negative_slope):
+    scaled, shifted = scale is not None, shift is not None
+    stand_in = np.zeros(1, m.dtype)  # compiled once: stand-ins that are never read
+    scale = scale if scaled else stand_in
+    shift = shift if shifted else stand_in
+    slope = y.dtype.type(negative_slope)
+    _winograd_output(m, y, scale, shift, scaled, shifted, relu, slope)
 
 
 @_inline
@@ -553,13 +555,13 @@ def _input_rows(row, v, entry, ch, first, tw):
 
 
 @_jit
-def _winograd_output(m, y, bias, add):
+def _winograd_output(m, y, scale, shift, scaled, shifted, relu, slope):
     n, k, oh, ow = y.shape
     th, tw = (oh + 3) // 4, (ow + 3) // 4
     tiles = th * tw
     for plane in prange(n * k):
         b, ch = plane // k, plane % k
-        shift = bias[ch] if add else bias[0]
+        a, c = scale[ch] if scaled else scale[0], shift[ch] if shifted else shift[0]
         s = np.empty((4, 6, tw), y.dtype)  # A^T M of a tile row, tiles innermost
         for i in range(th):
             first = b * tiles + i * tw
@@ -580,8 +582,10 @@ def _winograd_output(m, y, bias, add):
                     a0, a1, a2, a3 = _output_transform(
                         sr[0, j], sr[1, j], sr[2, j], sr[3, j], sr[4, j], sr[5, j]
                     )
-                    if add:
-                        a0, a1, a2, a3 = a0 + shift, a1 + shift, a2 + shift, a3 + shift
+                    a0 = _epilogue(a0, a, c, scaled, shifted, relu, slope)
+                    a1 = _epilogue(a1, a, c, scaled, shifted, relu, slope)
+                    a2 = _epilogue(a2, a, c, scaled, shifted, relu, slope)
+                    a3 = _epilogue(a3, a, c, scaled, shifted, relu, slope)
                     q = j * 4
                     if q + 3 < ow:
                         out[q], out[q + 1], out[q + 2], out[q + 3] = a0, a1, a2, a3
@@ -591,6 +595,19 @@ def _winograd_output(m, y, bias, add):
                             out[q + 1] = a1
                         if q + 2 < ow:
                             out[q + 2] = a2
+
+
+@_inline
+def _epilogue(value, scale, shift, scaled, shifted, relu, slope):
+    """``value * scale + shift`` (each where given), then the (leaky) ReLU, in
+    :func:`channel_affine`'s order."""
+    if scaled:
+        value = value * scale
+    if shifted:
+        value = value + shift
+    if relu and value < 0:
+        value *= slope
+    return value
 
 
 # ---- elementwise -------------------------------------------------------------------------

@@ -426,13 +426,15 @@ def winograd_input(x, v, pad, tiles):
     _launch(_winograd_input, n * c * th * tw, *args)
 
 
-def winograd_output(m, y, bias):
+def winograd_output(m, y, scale, shift, relu, negative_slope):
     n, k, oh, ow = y.shape
-    add = bias is not None
-    if not add:  # a one-element stand-in (of the same array module) that is never read
-        bias = type(m)((1,), dtype=m.dtype)
+    scaled, shifted = scale is not None, shift is not None
+    stand_in = type(m)((1,), dtype=m.dtype)  # of the same array module, never read
+    scale = scale if scaled else stand_in
+    shift = shift if shifted else stand_in
     th, tw = (oh + 3) // 4, (ow + 3) // 4
-    args = (_flat(m), _flat(y), _flat(bias), add, n, k, oh, ow, th, tw)
+    epilogue = (scaled, shifted, relu, y.dtype.type(negative_slope))
+    args = (_flat(m), _flat(y), _flat(scale), _flat(shift), *epilogue, n, k, oh, ow, th, tw)
     _launch(_winograd_output, n * k * th * tw, *args)
 
 
@@ -545,22 +547,32 @@ def _product_column(m, first, step):
 
 
 @_device_function
-def _store_output_row(y, bias, add, ch, start, q, ow, a0, a1, a2, a3):
-    """Four outputs of one tile row from ``y[start]`` (column ``q``), cropped at ``ow``."""
-    shift = bias[ch] if add else bias[0]
-    if add:
-        a0, a1, a2, a3 = a0 + shift, a1 + shift, a2 + shift, a3 + shift
-    y[start] = a0
+def _epilogue(value, scale, shift, scaled, shifted, relu, slope):
+    """``value * scale + shift`` (each where given), then the (leaky) ReLU."""
+    if scaled:
+        value = value * scale
+    if shifted:
+        value = value + shift
+    if relu and value < 0:
+        value *= slope
+    return value
+
+
+@_device_function
+def _store_output_row(y, start, q, ow, values, scale, shift, scaled, shifted, relu, slope):
+    """The four ``values`` of one tile row from ``y[start]`` (column ``q``), cropped at
+    ``ow``, each through the epilogue."""
+    y[start] = _epilogue(values[0], scale, shift, scaled, shifted, relu, slope)
     if q + 1 < ow:
-        y[start + 1] = a1
+        y[start + 1] = _epilogue(values[1], scale, shift, scaled, shifted, relu, slope)
     if q + 2 < ow:
-        y[start + 2] = a2
+        y[start + 2] = _epilogue(values[2], scale, shift, scaled, shifted, relu, slope)
     if q + 3 < ow:
-        y[start + 3] = a3
+        y[start + 3] = _epilogue(values[3], scale, shift, scaled, shifted, relu, slope)
 
 
 @_jit
-def _winograd_output(m, y, bias, add, n, k, oh, ow, th, tw):
+def _winograd_output(m, y, scale, shift, scaled, shifted, relu, slope, n, k, oh, ow, th, tw):
     t = cuda.grid(1)
     tiles = th * tw
     if t >= n * k * tiles:
@@ -575,19 +587,20 @@ def _winograd_output(m, y, bias, add, n, k, oh, ow, th, tw):
     s3 = _product_column(m, first + 3 * step, step)
     s4 = _product_column(m, first + 4 * step, step)
     s5 = _product_column(m, first + 5 * step, step)
+    a, c = scale[ch] if scaled else scale[0], shift[ch] if shifted else shift[0]
     r, q = tile // tw * 4, tile % tw * 4
     start = (plane * oh + r) * ow + q
-    a = _output_transform(s0[0], s1[0], s2[0], s3[0], s4[0], s5[0])
-    _store_output_row(y, bias, add, ch, start, q, ow, a[0], a[1], a[2], a[3])
+    values = _output_transform(s0[0], s1[0], s2[0], s3[0], s4[0], s5[0])
+    _store_output_row(y, start, q, ow, values, a, c, scaled, shifted, relu, slope)
     if r + 1 < oh:
-        a = _output_transform(s0[1], s1[1], s2[1], s3[1], s4[1], s5[1])
-        _store_output_row(y, bias, add, ch, start + ow, q, ow, a[0], a[1], a[2], a[3])
+        values = _output_transform(s0[1], s1[1], s2[1], s3[1], s4[1], s5[1])
+        _store_output_row(y, start + ow, q, ow, values, a, c, scaled, shifted, relu, slope)
     if r + 2 < oh:
-        a = _output_transform(s0[2], s1[2], s2[2], s3[2], s4[2], s5[2])
-        _store_output_row(y, bias, add, ch, start + 2 * ow, q, ow, a[0], a[1], a[2], a[3])
+        values = _output_transform(s0[2], s1[2], s2[2], s3[2], s4[2], s5[2])
+        _store_output_row(y, start + 2 * ow, q, ow, values, a, c, scaled, shifted, relu, slope)
     if r + 3 < oh:
-        a = _output_transform(s0[3], s1[3], s2[3], s3[3], s4[3], s5[3])
-        _store_output_row(y, bias, add, ch, start + 3 * ow, q, ow, a[0], a[1], a[2], a[3])
+        values = _output_transform(s0[3], s1[3], s2[3], s3[3], s4[3], s5[3])
+        _store_output_row(y, start + 3 * ow, q, ow, values, a, c, scaled, shifted, relu, slope)
 
 
 # ---- elementwise -------------------------------------------------------------------------

@@ -288,14 +288,17 @@ class ConvolutionLayer(_ConvolutionBase):
 
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.bias_term else None
-        # Batch-first adds the bias in a pass of its own after the GEMM: a folded
-        # epilogue's pass takes it instead (batch-last adds it in its transpose,
-        # Winograd in its output transform).
         # Winograd only where no backward follows: a backward needs the input unfolded
         # for the weight gradient anyway, and unfolding it there instead of in forward
         # cost more than Winograd saved (ResNet-50 forward + backward at batch 8,
-        # 1,830 -> 1,990 ms; VGG-16 5,490 -> 5,620 ms).
+        # 1,830 -> 1,990 ms; VGG-16 5,490 -> 5,620 ms). Its output transform applies the
+        # bias and a folded epilogue itself, in the same pass.
         by_winograd = self.winograd and not self.backward_follows
+        if by_winograd:
+            epilogue = self.epilogue
+            fused = (None, bias) if epilogue is None else epilogue.affine(top[0].data, bias)
+        # Batch-first adds the bias in a pass of its own after the GEMM: a folded
+        # epilogue's pass takes it instead (batch-last adds it in its transpose).
         to_epilogue = self.epilogue is not None and self.layout == BATCH_FIRST and not by_winograd
         gemm_bias, epilogue_bias = (None, bias) if to_epilogue else (bias, None)
         # Backward reuses the forward's columns when the batch was one chunk and a
@@ -314,14 +317,14 @@ class ConvolutionLayer(_ConvolutionBase):
                         pad,
                         self.group,
                         self.workspace,
-                        gemm_bias,
+                        fused,
                     )
                     continue
                 cols = self._columns(x[start:stop], str(i) if keep else None)
                 self._conv_forward(cols, y[start:stop], gemm_bias)
             if keep:
                 self._cols[i] = cols
-            if self.epilogue is not None:
+            if self.epilogue is not None and not by_winograd:
                 self.epilogue.apply(top_blob.data, epilogue_bias)
 
     def backward(self, top, propagate_down, bottom):

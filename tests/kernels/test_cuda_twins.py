@@ -367,20 +367,35 @@ def test_winograd_input(device, dtype, case):
     np.testing.assert_array_equal(device.get(v), expected)
 
 
-@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+#: (scale, shift, relu, negative_slope) given: a bias alone, nothing, a folded epilogue
+WINOGRAD_EPILOGUES = {
+    "bias": (False, True, False, 0.0),
+    "none": (False, False, False, 0.0),
+    "scale_leaky_relu": (True, True, True, 0.1),
+    "scale_relu": (True, False, True, 0.0),
+}
+
+
+@pytest.mark.parametrize("epilogue", WINOGRAD_EPILOGUES)
 @pytest.mark.parametrize("out_shape", [(2, 3, 7, 9), (1, 2, 4, 5)], ids=["overhang", "one_row"])
-def test_winograd_output(device, dtype, out_shape, with_bias):
+def test_winograd_output(device, dtype, out_shape, epilogue):
     n, k, oh, ow = out_shape
     count = n * ((oh + 3) // 4) * ((ow + 3) // 4)
     rng = np.random.default_rng(15)
     m = rng.standard_normal((36, k, count)).astype(dtype)
-    bias = rng.standard_normal(k).astype(dtype) if with_bias else None
+    scaled, shifted, relu, slope = WINOGRAD_EPILOGUES[epilogue]
+    scale = rng.standard_normal(k).astype(dtype) if scaled else None
+    shift = rng.standard_normal(k).astype(dtype) if shifted else None
     expected = garbage(out_shape, dtype)
-    cpu.winograd_output(m, expected, bias)
+    cpu.winograd_output(m, expected, scale, shift, relu, slope)
     assert not np.isnan(expected).any()
     y = device.put(garbage(out_shape, dtype))
-    device.run("winograd_output", device.put(m), y, None if bias is None else device.put(bias))
-    np.testing.assert_array_equal(device.get(y), expected)
+    on_device = [None if a is None else device.put(a) for a in (scale, shift)]
+    device.run("winograd_output", device.put(m), y, *on_device, relu, slope)
+    if scaled:  # a device may fuse the multiply and add
+        assert_close(device.get(y), expected, dtype)
+    else:
+        np.testing.assert_array_equal(device.get(y), expected)
 
 
 # ---- stochastic pooling -------------------------------------------------------------------

@@ -160,7 +160,11 @@ def _max_pool_forward(x, y, argmax, keep, kh, kw, sh, sw, ph, pw):
         xs, ys, am = x_planes[plane], y_planes[plane], argmax_planes[plane]
         # Windows inside the image, in tight loops for the common sizes (straight-line
         # code with no clipping is several times faster than the general loop) ...
-        if kh == 2 and kw == 2:
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and not keep:
+            _max_2x2_stride_2(
+                x[plane // c, plane % c], y[plane // c, plane % c], y0, y1, x0, x1, ph, pw
+            )
+        elif kh == 2 and kw == 2:
             _max_2x2(xs, ys, am, keep, y0, y1, x0, x1, w, ow, sh, sw, ph, pw)
         elif kh == 3 and kw == 3:
             _max_3x3(xs, ys, am, keep, y0, y1, x0, x1, w, ow, sh, sw, ph, pw)
@@ -227,6 +231,25 @@ def _max_2x2(xs, ys, am, keep, y0, y1, x0, x1, w, ow, sh, sw, ph, pw):
             best, where = _take(xs[k + w], k + w, best, where)
             best, where = _take(xs[k + w + 1], k + w + 1, best, where)
             _put(ys, am, keep, py * ow + px, best, where)
+
+
+@_inline
+def _max_2x2_stride_2(x, y, y0, y1, x0, x1, ph, pw):
+    """The maxima of the 2x2 stride-2 windows of one plane (LeNet's, VGG-16's) where no
+    argmax is kept: with the stride a constant, and rows as their own arrays, the loop
+    compiles to vector code (LeNet's pool1 at batch 100, 0.39 -> 0.14 ms; VGG-16's pool1
+    at batch 8, 17.2 -> 5.4 ms). The selects are :func:`_take`'s, in its order."""
+    first = 2 * x0 - pw  # indices from here on are known to be >= 0: no wraparound test
+    for py in range(y0, y1):
+        upper, lower = x[2 * py - ph, first:], x[2 * py - ph + 1, first:]
+        out = y[py, x0:]
+        for j in range(x1 - x0):
+            q = 2 * j
+            best = upper[q]
+            best = upper[q + 1] if upper[q + 1] > best else best
+            best = lower[q] if lower[q] > best else best
+            best = lower[q + 1] if lower[q + 1] > best else best
+            out[j] = best
 
 
 @_inline

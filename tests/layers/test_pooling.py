@@ -261,7 +261,12 @@ def test_kernel_larger_than_input():
 
 @pytest.mark.parametrize(
     "params",
-    ["kernel_size: 2 stride: 2", "kernel_size: 3 stride: 2 pad: 1", "kernel_size: 3 stride: 2"],
+    [
+        "kernel_size: 2 stride: 2",
+        "kernel_size: 2 stride: 2 pad: 1",
+        "kernel_size: 3 stride: 2 pad: 1",
+        "kernel_size: 3 stride: 2",
+    ],
 )
 def test_test_phase_max_pooling_skips_the_argmax_but_backward_still_works(params):
     """A TEST-phase forward keeps no argmax; a forced backward finds it and must agree."""

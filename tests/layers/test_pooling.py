@@ -63,6 +63,9 @@ GEOMETRIES = {
     "tiles_2x2": ("kernel_size: 2 stride: 2", (2, 3, 6, 8), (2, 2), (2, 2), (0, 0)),
     "overlap_3s2_pad1": ("kernel_size: 3 stride: 2 pad: 1", (2, 2, 7, 6), (3, 3), (2, 2), (1, 1)),
     "overlap_3s1": ("kernel_size: 3", (1, 2, 5, 6), (3, 3), (1, 1), (0, 0)),
+    "overlap_3s1_pad1": ("kernel_size: 3 pad: 1", (2, 2, 7, 6), (3, 3), (1, 1), (1, 1)),
+    "overlap_2s1": ("kernel_size: 2 stride: 1", (1, 2, 5, 6), (2, 2), (1, 1), (0, 0)),
+    "tiles_3s3": ("kernel_size: 3 stride: 3", (1, 2, 9, 7), (3, 3), (3, 3), (0, 0)),
     "ceil_overhang": ("kernel_size: 2 stride: 2", (2, 2, 5, 7), (2, 2), (2, 2), (0, 0)),
     "ceil_clip_pad": ("kernel_size: 2 stride: 2 pad: 1", (1, 2, 5, 5), (2, 2), (2, 2), (1, 1)),
     "rect_hw": (
@@ -264,6 +267,9 @@ def test_kernel_larger_than_input():
     [
         "kernel_size: 2 stride: 2",
         "kernel_size: 2 stride: 2 pad: 1",
+        "kernel_size: 2 stride: 1",
+        "kernel_size: 3 stride: 1 pad: 1",
+        "kernel_size: 3 stride: 3",
         "kernel_size: 3 stride: 2 pad: 1",
         "kernel_size: 3 stride: 2",
     ],

@@ -600,26 +600,29 @@ def _winograd_output(m, y, scale, shift, scaled, shifted, relu, slope):
     for plane in prange(n * k):
         b, ch = plane // k, plane % k
         a, c = scale[ch] if scaled else scale[0], shift[ch] if shifted else shift[0]
-        s = np.empty((4, 6, tw), y.dtype)  # A^T M of a tile row, tiles innermost
+        # A^T down each column of every tile of the plane, (column, row, tile): six runs
+        # of m read at a time, one loop per output row, vectorised (reading all 36 at
+        # once, tile row by tile row, took VGG-16's conv1_2 at batch 8 39 ms, not 27).
+        s = np.empty((6, 4, tiles), y.dtype)
+        first, last = b * tiles, b * tiles + tiles
+        for col in range(6):
+            _product_columns(
+                s[col],
+                m[col, ch, first:last],
+                m[6 + col, ch, first:last],
+                m[12 + col, ch, first:last],
+                m[18 + col, ch, first:last],
+                m[24 + col, ch, first:last],
+                m[30 + col, ch, first:last],
+            )
         for i in range(th):
-            first = b * tiles + i * tw
-            for col in range(6):
-                for j in range(tw):
-                    o = first + j
-                    s[0, col, j], s[1, col, j], s[2, col, j], s[3, col, j] = _output_transform(
-                        m[col, ch, o],
-                        m[6 + col, ch, o],
-                        m[12 + col, ch, o],
-                        m[18 + col, ch, o],
-                        m[24 + col, ch, o],
-                        m[30 + col, ch, o],
-                    )
             for row in range(min(4, oh - i * 4)):
-                out, sr = y[b, ch, i * 4 + row], s[row]
+                out = y[b, ch, i * 4 + row]
+                s0, s1, s2 = s[0, row], s[1, row], s[2, row]
+                s3, s4, s5 = s[3, row], s[4, row], s[5, row]
                 for j in range(tw):
-                    a0, a1, a2, a3 = _output_transform(
-                        sr[0, j], sr[1, j], sr[2, j], sr[3, j], sr[4, j], sr[5, j]
-                    )
+                    t = i * tw + j
+                    a0, a1, a2, a3 = _output_transform(s0[t], s1[t], s2[t], s3[t], s4[t], s5[t])
                     a0 = _epilogue(a0, a, c, scaled, shifted, relu, slope)
                     a1 = _epilogue(a1, a, c, scaled, shifted, relu, slope)
                     a2 = _epilogue(a2, a, c, scaled, shifted, relu, slope)
@@ -633,6 +636,24 @@ def _winograd_output(m, y, scale, shift, scaled, shifted, relu, slope):
                             out[q + 1] = a1
                         if q + 2 < ow:
                             out[q + 2] = a2
+
+
+@_inline
+def _product_columns(out, m0, m1, m2, m3, m4, m5):
+    """``out[r, t]`` = row ``r`` of ``A^T`` applied to ``m0..m5[t]``, with
+    :func:`_output_transform`'s operations, one loop per row."""
+    row = out[0]
+    for t in range(row.size):
+        row[t] = m0[t] + (m1[t] + m2[t]) + (m3[t] + m4[t])
+    row = out[1]
+    for t in range(row.size):
+        row[t] = (m1[t] - m2[t]) + _twice(m3[t] - m4[t])
+    row = out[2]
+    for t in range(row.size):
+        row[t] = (m1[t] + m2[t]) + _four_times(m3[t] + m4[t])
+    row = out[3]
+    for t in range(row.size):
+        row[t] = (m1[t] - m2[t]) + _four_times(_twice(m3[t] - m4[t])) + m5[t]
 
 
 @_inline

@@ -93,11 +93,22 @@ def filter_transform(weights, out) -> None:
     xp.matmul(transform, weights.reshape(k * c, 9).T, out=out.reshape(36, k * c))
 
 
+def transformed_filters(weights, workspace: Workspace):
+    """:func:`filter_transform` of ``weights`` ``(K, C / group, 3, 3)`` into the shared
+    scratch buffer "winograd_filters": valid until the next layer runs, so a layer
+    transforms its filters once per forward and convolves every chunk of its batch."""
+    k, c = weights.shape[:2]
+    filters = workspace.scratch("winograd_filters", (36, k, c), weights.dtype)
+    filter_transform(weights, filters)
+    return filters
+
+
 def convolve(
-    x, weights, y, pad: tuple[int, int], group: int, workspace: Workspace, epilogue=(None, None)
+    x, filters, y, pad: tuple[int, int], group: int, workspace: Workspace, epilogue=(None, None)
 ):
     """``y`` ``(n, K, OH, OW)`` = the 3x3 stride-1 convolution of ``x`` ``(n, C, H, W)``
-    with ``weights`` ``(K, C / group, 3, 3)``, then ``epilogue``: the arguments of
+    with the filters ``(36, K, C / group)`` of :func:`transformed_filters`, then
+    ``epilogue``: the arguments of
     :func:`caffelite.kernels.winograd_output` after ``y``, ``(scale, shift[, relu,
     negative_slope])`` (a bias alone is ``(None, bias)``).
 
@@ -106,14 +117,12 @@ def convolve(
     """
     xp = backend.get_array_module(x)
     n, c = x.shape[:2]
-    k = weights.shape[0]
+    k = filters.shape[1]
     th, tw = tiles(y.shape[2:])
     count = n * th * tw
     dtype = x.dtype
     transformed = workspace.scratch("columns", (36, c, count), dtype)
     kernels.winograd_input(x, transformed, pad, (th, tw))
-    filters = workspace.scratch("winograd_filters", (36, k, c // group), dtype)
-    filter_transform(weights, filters)
     product = workspace.scratch("gemm_out", (36, k, count), dtype)
     xp.matmul(
         filters.reshape(36, group, k // group, c // group),

@@ -55,7 +55,9 @@ def test_convolve_matches_the_direct_sum(case, dtype, with_bias):
     bias = random((k,), dtype, 3) if with_bias else None
     expected = direct_sum(x, weights, bias, pad, group)
     y = np.full(expected.shape, np.nan, dtype)
-    winograd.convolve(x, weights, y, pad, group, Workspace(), (None, bias))
+    workspace = Workspace()
+    filters = winograd.transformed_filters(weights, workspace)
+    winograd.convolve(x, filters, y, pad, group, workspace, (None, bias))
     # float32: the transforms' factors amplify rounding (see caffelite.winograd)
     scale = np.abs(expected).max()
     tolerance = 1e-5 * scale if dtype == np.float32 else 1e-13 * scale
@@ -72,7 +74,9 @@ def test_convolve_applies_a_folded_epilogue(negative_slope):
     expected = direct_sum(x, weights, None, pad) * scale[:, None, None] + shift[:, None, None]
     expected = np.where(expected < 0, expected * negative_slope, expected)
     y = np.full(expected.shape, np.nan)
-    winograd.convolve(x, weights, y, pad, 1, Workspace(), (scale, shift, True, negative_slope))
+    workspace = Workspace()
+    filters = winograd.transformed_filters(weights, workspace)
+    winograd.convolve(x, filters, y, pad, 1, workspace, (scale, shift, True, negative_slope))
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-13 * np.abs(expected).max())
     assert (y < 0).any() == (negative_slope > 0) and (y == 0).any() == (negative_slope == 0)
 

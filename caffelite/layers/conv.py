@@ -297,6 +297,7 @@ class ConvolutionLayer(_ConvolutionBase):
         if by_winograd:
             epilogue = self.epilogue
             fused = (None, bias) if epilogue is None else epilogue.affine(top[0].data, bias)
+            filters = winograd.transformed_filters(self.blobs[0].data, self.workspace)
         # Batch-first adds the bias in a pass of its own after the GEMM: a folded
         # epilogue's pass takes it instead (batch-last adds it in its transpose).
         to_epilogue = self.epilogue is not None and self.layout == BATCH_FIRST and not by_winograd
@@ -309,16 +310,8 @@ class ConvolutionLayer(_ConvolutionBase):
             y = self._images(top_blob.data, self.b_dims)
             for start, stop in self.chunks:
                 if by_winograd:
-                    weights, pad = self.blobs[0].data, self.geometry.pad
-                    winograd.convolve(
-                        x[start:stop],
-                        weights,
-                        y[start:stop],
-                        pad,
-                        self.group,
-                        self.workspace,
-                        fused,
-                    )
+                    chunk = (x[start:stop], filters, y[start:stop], self.geometry.pad)
+                    winograd.convolve(*chunk, self.group, self.workspace, fused)
                     continue
                 cols = self._columns(x[start:stop], str(i) if keep else None)
                 self._conv_forward(cols, y[start:stop], gemm_bias)

@@ -504,13 +504,37 @@ def _bt5(d1, d3, d5):
     return _four_times(d1 - d3) - d3 + d5
 
 
+# The four rows of A^T, likewise: the output transform runs one loop per row over a
+# plane's tile columns (_product_columns), and all four at once along a tile row.
+@_inline
+def _at0(m0, m1, m2, m3, m4):
+    return m0 + (m1 + m2) + (m3 + m4)
+
+
+@_inline
+def _at1(m1, m2, m3, m4):
+    return (m1 - m2) + _twice(m3 - m4)
+
+
+@_inline
+def _at2(m1, m2, m3, m4):
+    return (m1 + m2) + _four_times(m3 + m4)
+
+
+@_inline
+def _at3(m1, m2, m3, m4, m5):
+    return (m1 - m2) + _four_times(_twice(m3 - m4)) + m5
+
+
 @_inline
 def _output_transform(m0, m1, m2, m3, m4, m5):
     """``A^T m`` for one column ``m`` of a tile's product."""
-    a, b = m1 + m2, m1 - m2
-    c, d = m3 + m4, m3 - m4
-    d2 = _twice(d)
-    return (m0 + a + c, b + d2, a + _four_times(c), b + _four_times(d2) + m5)
+    return (
+        _at0(m0, m1, m2, m3, m4),
+        _at1(m1, m2, m3, m4),
+        _at2(m1, m2, m3, m4),
+        _at3(m1, m2, m3, m4, m5),
+    )
 
 
 @_jit
@@ -640,20 +664,19 @@ def _winograd_output(m, y, scale, shift, scaled, shifted, relu, slope):
 
 @_inline
 def _product_columns(out, m0, m1, m2, m3, m4, m5):
-    """``out[r, t]`` = row ``r`` of ``A^T`` applied to ``m0..m5[t]``, with
-    :func:`_output_transform`'s operations, one loop per row."""
+    """``out[r, t]`` = row ``r`` of ``A^T`` applied to ``m0..m5[t]``, one loop per row."""
     row = out[0]
     for t in range(row.size):
-        row[t] = m0[t] + (m1[t] + m2[t]) + (m3[t] + m4[t])
+        row[t] = _at0(m0[t], m1[t], m2[t], m3[t], m4[t])
     row = out[1]
     for t in range(row.size):
-        row[t] = (m1[t] - m2[t]) + _twice(m3[t] - m4[t])
+        row[t] = _at1(m1[t], m2[t], m3[t], m4[t])
     row = out[2]
     for t in range(row.size):
-        row[t] = (m1[t] + m2[t]) + _four_times(m3[t] + m4[t])
+        row[t] = _at2(m1[t], m2[t], m3[t], m4[t])
     row = out[3]
     for t in range(row.size):
-        row[t] = (m1[t] - m2[t]) + _four_times(_twice(m3[t] - m4[t])) + m5[t]
+        row[t] = _at3(m1[t], m2[t], m3[t], m4[t], m5[t])
 
 
 @_inline

@@ -150,6 +150,35 @@ def channel_affine(y, scale, shift, relu: bool, negative_slope: float):
     implementation(y).channel_affine(y, scale, shift, relu, negative_slope)
 
 
+def channel_normalize(x, y, mean, std):
+    """``y = (x - mean[c]) / std[c]`` over ``x`` ``(n, C, ...)``, in Caffe's order (no
+    reciprocal, so BatchNorm rounds as Caffe's does); ``y`` may be ``x``. ``mean`` None
+    divides alone (BatchNorm's backward with global statistics)."""
+    implementation(x).channel_normalize(x, y, mean, std)
+
+
+def channel_affine_backward(x, dy, dx, scale, scale_diff, shift_diff):
+    """The gradients of ``y = x * scale[c] + shift[c]`` over ``(n, C, ...)`` in one pass.
+
+    ``dx = dy * scale[c]`` unless ``dx`` is None; ``dx`` may be ``dy`` (a Scale layer run in
+    place). Overwrites ``scale_diff[c] = sum(dy * x)`` and ``shift_diff[c] = sum(dy)``
+    (float64 arrays of ``C``: summed in float64 over the batch and the positions).
+    """
+    implementation(x).channel_affine_backward(x, dy, dx, scale, scale_diff, shift_diff)
+
+
+def relu_forward(x, y, negative_slope: float):
+    """Caffe's ReLU, ``y = max(x, 0) + negative_slope * min(x, 0)``; ``y`` may be ``x``.
+    With a zero slope the maximum alone (so ``-inf`` gives 0, not ``0 * -inf``)."""
+    implementation(x).relu_forward(x, y, negative_slope)
+
+
+def relu_backward(x, dy, dx, negative_slope: float):
+    """``dx = dy * ((x > 0) + negative_slope * (x <= 0))``, Caffe's factor (0 where ``x``
+    is NaN); ``dx`` may be ``dy``."""
+    implementation(x).relu_backward(x, dy, dx, negative_slope)
+
+
 # ---- N-d im2col / col2im ------------------------------------------------------------------
 # Convolution with 1, 3 or more spatial axes (and 2-D under Caffe's force_nd_im2col). The
 # geometry tuples have one entry per spatial axis; the column layouts are im2col's with the

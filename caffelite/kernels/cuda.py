@@ -624,6 +624,96 @@ def _channel_affine(y, scale, shift, c, pixels, relu, negative_slope):
     y[t] = value
 
 
+def channel_normalize(x, y, mean, std):
+    n, c = x.shape[0], x.shape[1]
+    pixels = x.size // max(n * c, 1)
+    centred = mean is not None
+    mean = _flat(mean) if centred else _flat(std)  # unread when not centred
+    _launch(_channel_normalize, x.size, _flat(x), _flat(y), mean, _flat(std), c, pixels, centred)
+
+
+@_jit
+def _channel_normalize(x, y, mean, std, c, pixels, centred):
+    t = cuda.grid(1)
+    if t >= x.size:
+        return
+    ch = (t // pixels) % c
+    value = x[t]
+    if centred:
+        value = value - mean[ch]
+    y[t] = value / std[ch]
+
+
+def channel_affine_backward(x, dy, dx, scale, scale_diff, shift_diff):
+    n, c = x.shape[0], x.shape[1]
+    pixels = x.size // max(n * c, 1)
+    # the sums read dy before the second launch (same stream) overwrites it in place
+    _launch(_channel_sums, c, _flat(x), _flat(dy), _flat(scale_diff), _flat(shift_diff), n, pixels)
+    if dx is not None:
+        _launch(_channel_scale, x.size, _flat(dy), _flat(dx), _flat(scale), c, pixels)
+
+
+@_jit
+def _channel_sums(x, dy, dot, total, n, pixels):
+    """One thread per channel, adding in the CPU loop's order (batch, then position)."""
+    ch = cuda.grid(1)
+    c = dot.size
+    if ch >= c:
+        return
+    d_sum = 0.0
+    dot_sum = 0.0
+    for b in range(n):
+        start = (b * c + ch) * pixels
+        for p in range(start, start + pixels):
+            value = dy[p]
+            # float(): float64 sums, as on the CPU (the simulator's numpy scalars would
+            # otherwise keep float32); the product itself is rounded in the dtype there too
+            d_sum += float(value)
+            dot_sum += float(value * x[p])
+    dot[ch] = dot_sum
+    total[ch] = d_sum
+
+
+@_jit
+def _channel_scale(dy, dx, scale, c, pixels):
+    t = cuda.grid(1)
+    if t >= dy.size:
+        return
+    dx[t] = dy[t] * scale[(t // pixels) % c]
+
+
+def relu_forward(x, y, negative_slope):
+    slope, zero = x.dtype.type(negative_slope), _zero(x)
+    _launch(_relu_forward, x.size, _flat(x), _flat(y), slope, zero, negative_slope != 0)
+
+
+@_jit
+def _relu_forward(x, y, slope, zero, leaky):
+    t = cuda.grid(1)
+    if t >= x.size:
+        return
+    value = x[t]
+    positive = zero if value < zero else value
+    if leaky:
+        positive += slope * (zero if zero < value else value)
+    y[t] = positive
+
+
+def relu_backward(x, dy, dx, negative_slope):
+    slope, one, zero = x.dtype.type(negative_slope), x.dtype.type(1), _zero(x)
+    _launch(_relu_backward, x.size, _flat(x), _flat(dy), _flat(dx), slope, one, zero)
+
+
+@_jit
+def _relu_backward(x, dy, dx, slope, one, zero):
+    t = cuda.grid(1)
+    if t >= x.size:
+        return
+    value = x[t]
+    factor = (one if value > zero else zero) + slope * (one if value <= zero else zero)
+    dx[t] = dy[t] * factor
+
+
 # ---- N-d im2col / col2im ------------------------------------------------------------------
 # The geometry travels as tuples, one entry per spatial axis (numba compiles one version
 # per number of axes). A thread decodes its flat index axis by axis from the last, the

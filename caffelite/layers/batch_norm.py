@@ -15,6 +15,7 @@ With ``use_global_stats`` (the default in TEST) the stored estimates are
 
 from __future__ import annotations
 
+from caffelite import kernels
 from caffelite.layer import TEST, Layer, register_layer
 from caffelite.layers.mvn import normalization_backward
 
@@ -88,21 +89,20 @@ class BatchNormLayer(Layer):
         if self.use_global_stats:
             stored = float(self.blobs[2].data[0])
             factor = 0.0 if stored == 0 else 1.0 / stored
-            mean = (self.blobs[0].data * factor).reshape(1, -1, 1)
-            var = (self.blobs[1].data * factor).reshape(1, -1, 1)
-            xp.subtract(x, mean, out=y)
-        else:
-            mean = channel_mean(x)
-            xp.subtract(x, mean, out=y)
-            tmp = self._view(self._tmp)
-            xp.multiply(y, y, out=tmp)
-            var = channel_mean(tmp)
-            self._update_running_stats(mean, var, bottom[0].count // self.channels)
+            mean = self.blobs[0].data * factor
+            self.std = xp.sqrt(self.blobs[1].data * factor + self.eps)
+            kernels.channel_normalize(x, y, mean, self.std)  # one pass over the blob
+            return
+        mean = channel_mean(x)
+        xp.subtract(x, mean, out=y)
+        tmp = self._view(self._tmp)
+        xp.multiply(y, y, out=tmp)
+        var = channel_mean(tmp)
+        self._update_running_stats(mean, var, bottom[0].count // self.channels)
         self.std = xp.sqrt(var + self.eps)
         y /= self.std
-        if not self.use_global_stats:
-            # kept for backward: a later in-place layer may overwrite the top
-            self.x_norm[...] = top[0].data
+        # kept for backward: a later in-place layer may overwrite the top
+        self.x_norm[...] = top[0].data
 
     def _update_running_stats(self, mean, var, m: int) -> None:
         maf = self.moving_average_fraction
@@ -119,7 +119,7 @@ class BatchNormLayer(Layer):
             return
         dy = top[0].diff
         if self.use_global_stats:  # elementwise, so in place (dx is dy) needs no copy
-            self.xp.divide(self._view(dy), self.std, out=self._view(bottom[0].diff))
+            kernels.channel_normalize(self._view(dy), self._view(bottom[0].diff), None, self.std)
             return
         if top[0] is bottom[0]:
             # in place dx is dy: work from a copy of the top diff

@@ -84,9 +84,12 @@ class EltwiseLayer(Layer):
             for x in arrays[2:]:
                 out *= x
         elif self.op == SUM:
-            xp.multiply(arrays[0], self.coeffs[0], out=out)
-            for c, x in zip(self.coeffs[1:], arrays[1:], strict=True):
-                out += c * x if c != 1 else x
+            # Caffe's sum of coeff * bottom, in its order; a coefficient of 1 multiplies
+            # nothing, so ResNet's shortcut sums take one pass
+            terms = [x if c == 1 else c * x for c, x in zip(self.coeffs, arrays, strict=True)]
+            xp.add(terms[0], terms[1], out=out)
+            for x in terms[2:]:
+                out += x
         else:
             eltwise_max(xp, arrays, out, self._mask)
 

@@ -78,11 +78,6 @@ def sum_to_operand(xp, a3):
     return a3.sum(axis=(0, 2))
 
 
-def dot_to_operand(xp, a3, b3):
-    """``sum(a * b)`` over outer and inner positions, per operand element (no temporary)."""
-    return xp.einsum("ijk,ijk->j", a3, b3)
-
-
 # ---- Bias -------------------------------------------------------------------------
 @register_layer("Bias")
 class BiasLayer(Layer):
@@ -207,24 +202,40 @@ class ScaleLayer(Layer):
             y += self.blobs[self.bias_index].data.reshape(1, dim, 1)
 
     def backward(self, top, propagate_down, bottom):
-        xp = self.xp
-        # parameter and scale gradients read dy, which in place is dx: take them first
-        if self.bias_term and self.param_propagate_down[self.bias_index]:
+        learned = len(bottom) == 1
+        scale = self._scale(bottom)
+        want_scale = (learned and self.param_propagate_down[0]) or (
+            not learned and propagate_down[1]
+        )
+        want_bias = self.bias_term and self.param_propagate_down[self.bias_index]
+        bias_in_pass = want_bias and self.bias_geometry == self.geometry
+        if want_bias and not bias_in_pass:
+            # a bias over other axes than the scale's: its own sum, taken before an
+            # in-place pass overwrites dy
             outer, dim, inner = self.bias_geometry
             bias = self.blobs[self.bias_index]
-            grad = sum_to_operand(xp, top[0].diff.reshape(outer, dim, inner))
+            grad = sum_to_operand(self.xp, top[0].diff.reshape(outer, dim, inner))
             bias.diff[...] += grad.reshape(bias.shape)
-        learned = len(bottom) == 1
+        if not (want_scale or bias_in_pass or propagate_down[0]):
+            return
         outer, dim, inner = self.geometry
-        dy = top[0].diff.reshape(outer, dim, inner)
-        scale = self._scale(bottom)
-        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
-            x = self._saved_input if top[0] is bottom[0] else bottom[0].data
-            grad = dot_to_operand(xp, dy, x.reshape(outer, dim, inner)).reshape(scale.shape)
+        x = self._saved_input if top[0] is bottom[0] else bottom[0].data
+        sums = self.xp.empty((2, dim), dtype=self.xp.float64)  # sum(dy * x), sum(dy)
+        kernels.channel_affine_backward(
+            x.reshape(outer, dim, inner),
+            top[0].diff.reshape(outer, dim, inner),
+            bottom[0].diff.reshape(outer, dim, inner) if propagate_down[0] else None,
+            scale.data.reshape(dim),
+            sums[0],
+            sums[1],
+        )
+        dtype = top[0].diff.dtype
+        if want_scale:
+            grad = sums[0].astype(dtype).reshape(scale.shape)
             if learned:
                 scale.diff[...] += grad
             else:
                 scale.diff[...] = grad
-        if propagate_down[0]:
-            dx = bottom[0].diff.reshape(outer, dim, inner)
-            xp.multiply(dy, scale.data.reshape(1, dim, 1), out=dx)
+        if bias_in_pass:
+            bias = self.blobs[self.bias_index]
+            bias.diff[...] += sums[1].astype(dtype).reshape(bias.shape)

@@ -322,6 +322,63 @@ def test_channel_affine(device, dtype, shape, relu, negative_slope):
     assert_close(device.get(on_y), expected, dtype)
 
 
+@pytest.mark.parametrize("slope", [0.0, 0.1], ids=["relu", "leaky"])
+def test_relu_forward(device, dtype, slope):
+    x = np.random.default_rng(12).standard_normal((2, 3, 4, 5)).astype(dtype)
+    x.reshape(-1)[:4] = [np.nan, -np.inf, -0.0, 0.0]
+    expected = x.copy()
+    cpu.relu_forward(expected, expected, slope)
+    y = device.put(garbage(x.shape, dtype))
+    device.run("relu_forward", device.put(x), y, slope)
+    np.testing.assert_array_equal(device.get(y), expected)  # no multiply-add to round
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1], ids=["relu", "leaky"])
+def test_relu_backward(device, dtype, slope):
+    rng = np.random.default_rng(13)
+    x, dy = (rng.standard_normal((2, 3, 4, 5)).astype(dtype) for _ in range(2))
+    x.reshape(-1)[:3] = [np.nan, 0.0, -0.0]
+    expected = garbage(x.shape, dtype)
+    cpu.relu_backward(x, dy, expected, slope)
+    dx = device.put(garbage(x.shape, dtype))
+    device.run("relu_backward", device.put(x), device.put(dy), dx, slope)
+    np.testing.assert_array_equal(device.get(dx), expected)
+
+
+@pytest.mark.parametrize("centred", [True, False], ids=["centred", "divided"])
+def test_channel_normalize(device, dtype, centred):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
+    mean = rng.standard_normal(3).astype(dtype) if centred else None
+    std = rng.uniform(0.5, 2.0, 3).astype(dtype)
+    expected = garbage(x.shape, dtype)
+    cpu.channel_normalize(x, expected, mean, std)
+    y = device.put(garbage(x.shape, dtype))
+    on_mean = None if mean is None else device.put(mean)
+    device.run("channel_normalize", device.put(x), y, on_mean, device.put(std))
+    np.testing.assert_array_equal(device.get(y), expected)
+
+
+@pytest.mark.parametrize("mode", ["in_place", "out_of_place", "no_dx"])
+def test_channel_affine_backward(device, dtype, mode):
+    """Sums in the CPU loop's order and precision: equal to the bit."""
+    rng = np.random.default_rng(15)
+    x, dy = (rng.standard_normal((3, 4, 2, 5)).astype(dtype) for _ in range(2))
+    scale = rng.standard_normal(4).astype(dtype)
+    expected_dx = dy.copy()
+    expected_dot, expected_sum = np.empty(4), np.empty(4)
+    cpu.channel_affine_backward(x, expected_dx, expected_dx, scale, expected_dot, expected_sum)
+    on_dy = device.put(dy)
+    dx = {"in_place": on_dy, "out_of_place": device.put(garbage(x.shape, dtype)), "no_dx": None}
+    dot, total = device.put(garbage(4, np.float64)), device.put(garbage(4, np.float64))
+    on_x, on_scale = device.put(x), device.put(scale)
+    device.run("channel_affine_backward", on_x, on_dy, dx[mode], on_scale, dot, total)
+    np.testing.assert_array_equal(device.get(dot), expected_dot)
+    np.testing.assert_array_equal(device.get(total), expected_sum)
+    if dx[mode] is not None:
+        np.testing.assert_array_equal(device.get(dx[mode]), expected_dx)
+
+
 # ---- layout -------------------------------------------------------------------------------
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("shape", [(3, 5, 2), (2, 7, 37)], ids=["few_images", "image_blocks"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from caffelite import backend, debug_info, device_checks, fold
+from caffelite import backend, chains, debug_info, device_checks, fold
 from caffelite.blob import Blob, proto_shape, shapes_match
 from caffelite.errors import CaffeliteError
 from caffelite.layer import TEST, TRAIN, create_layer
@@ -103,6 +103,10 @@ class Net(PycaffeNetMixin):
         self.device = backend.new_memory_device()
         self.folding = True  # fold BatchNorm/Scale/ReLU into Convolution in TEST passes
         self._fold_plan = None
+        #: Run in-place BatchNorm/Scale/ReLU chains as one pass each way in whole passes
+        #: (caffelite.chains; the same values to the bit), in any phase.
+        self.chaining = True
+        self._chain_plan = None
         self._forward_was_folded = False
         #: Log Caffe's per-layer debug lines (caffelite.debug_info); the solver sets it.
         self.debug_info = bool(param.debug_info)
@@ -443,17 +447,36 @@ class Net(PycaffeNetMixin):
         end = len(self.layers) - 1 if end is None else end
         self._forward_was_folded = False
         hooked = self._layer_callbacks["before_forward"] or self._layer_callbacks["after_forward"]
-        if self.folding and not hooked and start == 0 and end == len(self.layers) - 1:
+        whole = not hooked and start == 0 and end == len(self.layers) - 1
+        if self.folding and whole:
             folds = self._folds()
             if folds:
                 self._forward_was_folded = True
                 return fold.forward(self, folds)
-        return sum(self.forward_layer(layer_id) for layer_id in range(start, end + 1))
+        by_chain = self._chains() if whole and not self.debug_info else {}
+        loss, layer_id = 0.0, start
+        while layer_id <= end:
+            chain = by_chain.get(layer_id)
+            if chain is not None:
+                chain.forward(self)
+                layer_id = chain.last + 1
+                continue
+            loss += self.forward_layer(layer_id)
+            layer_id += 1
+        return loss
 
     def _folds(self) -> dict:
         if self._fold_plan is None:
             self._fold_plan = fold.plan(self)
         return self._fold_plan
+
+    def _chains(self) -> dict:
+        """Chains by the id of their BatchNorm (forward) and of their last layer (backward)."""
+        if not self.chaining:
+            return {}
+        if self._chain_plan is None:
+            self._chain_plan = chains.plan(self)
+        return self._chain_plan
 
     def backward_from_to(self, start: int | None = None, end: int = 0) -> None:
         """Backpropagate through layers ``start`` down to ``end`` (inclusive)."""
@@ -465,8 +488,17 @@ class Net(PycaffeNetMixin):
             finally:
                 self.folding = folding
         start = len(self.layers) - 1 if start is None else start
-        for layer_id in range(start, end - 1, -1):
+        hooked = self._layer_callbacks["before_backward"] or self._layer_callbacks["after_backward"]
+        whole = not hooked and not self.debug_info and start == len(self.layers) - 1 and end == 0
+        by_last = {chain.last: chain for chain in self._chains().values()} if whole else {}
+        layer_id = start
+        while layer_id >= end:
+            chain = by_last.get(layer_id)
+            if chain is not None and chain.backward(self):
+                layer_id = chain.first - 1
+                continue
             self.backward_layer(layer_id)
+            layer_id -= 1
 
     def forward_backward(self) -> float:
         """One forward and backward pass over the whole net; the loss (Caffe's ForwardBackward)."""

@@ -179,6 +179,30 @@ def relu_backward(x, dy, dx, negative_slope: float):
     implementation(x).relu_backward(x, dy, dx, negative_slope)
 
 
+# ---- BatchNorm -> Scale -> ReLU, in place (caffelite.chains) ------------------------------
+def normalize_scale_forward(y, saved, mean, std, scale, shift, relu: bool, negative_slope: float):
+    """In place on ``y`` ``(n, C, ...)``, the three layers' forwards in one pass:
+    ``saved = (y - mean[c]) / std[c]`` (what Scale keeps for its gradient), then ``y =
+    saved * scale[c] + shift[c]`` (``shift`` None: no add), then, if ``relu``, Caffe's
+    (leaky) ReLU; each rounded as :func:`channel_normalize`, :func:`channel_affine` and
+    :func:`relu_forward` round it."""
+    implementation(y).normalize_scale_forward(
+        y, saved, mean, std, scale, shift, relu, negative_slope
+    )
+
+
+def normalize_scale_backward(
+    y, saved, d, std, scale, relu: bool, negative_slope: float, scale_diff, shift_diff
+):
+    """In place on ``d`` ``(n, C, ...)``, the gradient back through the three layers:
+    ``g = d * relu'(y)`` (``y`` the chain's output; ``d`` alone without ``relu``), then
+    ``d = g * scale[c] / std[c]``; overwrites ``scale_diff[c] = sum(g * saved)`` and
+    ``shift_diff[c] = sum(g)`` (float64, as :func:`channel_affine_backward`)."""
+    implementation(y).normalize_scale_backward(
+        y, saved, d, std, scale, relu, negative_slope, scale_diff, shift_diff
+    )
+
+
 # ---- N-d im2col / col2im ------------------------------------------------------------------
 # Convolution with 1, 3 or more spatial axes (and 2-D under Caffe's force_nd_im2col). The
 # geometry tuples have one entry per spatial axis; the column layouts are im2col's with the

@@ -757,6 +757,103 @@ def _channel_affine_backward(x, d, scale, scale_diff, shift_diff, write):
         shift_diff[ch] = total
 
 
+@_inline
+def _relu(value, slope, zero, leaky):
+    """Caffe's ReLU, ``std::max(x, 0) + slope * std::min(x, 0)`` (the maximum alone
+    when not ``leaky``, so ``-inf`` gives 0)."""
+    positive = zero if value < zero else value
+    if leaky:
+        positive += slope * (zero if zero < value else value)
+    return positive
+
+
+@_inline
+def _relu_factor(value, slope, one, zero):
+    """Caffe's ReLU gradient factor, ``(x > 0) + slope * (x <= 0)``: 0 for a NaN."""
+    return (one if value > zero else zero) + slope * (one if value <= zero else zero)
+
+
+def normalize_scale_forward(y, saved, mean, std, scale, shift, relu, negative_slope):
+    n, c = y.shape[0], y.shape[1]
+    planes = (n * c, y.size // max(n * c, 1))
+    shifted = shift is not None
+    zero = y.dtype.type(0)
+    _normalize_scale_forward(
+        y.reshape(planes),
+        saved.reshape(planes),
+        mean,
+        std,
+        scale,
+        shift if shifted else scale,  # unread when not shifted
+        shifted,
+        relu,
+        y.dtype.type(negative_slope),
+        zero,
+    )
+
+
+@_jit
+def _normalize_scale_forward(y, saved, mean, std, scale, shift, shifted, relu, slope, zero):
+    planes, pixels = y.shape
+    c = mean.size
+    for plane in prange(planes):
+        row, saved_row = y[plane], saved[plane]
+        ch = plane % c
+        m, sd, a, b = mean[ch], std[ch], scale[ch], shift[ch]
+        for p in range(pixels):
+            normalized = (row[p] - m) / sd  # BatchNorm
+            saved_row[p] = normalized
+            value = normalized * a  # Scale
+            if shifted:
+                value = value + b
+            if relu:
+                value = _relu(value, slope, zero, slope != zero)
+            row[p] = value
+
+
+def normalize_scale_backward(y, saved, d, std, scale, relu, negative_slope, scale_diff, shift_diff):
+    n, c = y.shape[0], y.shape[1]
+    shape = (n, c, y.size // max(n * c, 1))
+    dtype = y.dtype.type
+    _normalize_scale_backward(
+        y.reshape(shape),
+        saved.reshape(shape),
+        d.reshape(shape),
+        std,
+        scale,
+        relu,
+        dtype(negative_slope),
+        dtype(1),
+        dtype(0),
+        scale_diff,
+        shift_diff,
+    )
+
+
+@_jit
+def _normalize_scale_backward(y, saved, d, std, scale, relu, slope, one, zero, dot_out, sum_out):
+    n, c, pixels = y.shape
+    for ch in prange(c):
+        a, sd = scale[ch], std[ch]
+        dot = 0.0  # float64 sums, in channel_affine_backward's order
+        total = 0.0
+        for b in range(n):
+            y_row, saved_row, d_row = y[b, ch], saved[b, ch], d[b, ch]
+            for p in range(pixels):  # the sums: scalar (float64, in order)
+                gradient = d_row[p]
+                if relu:
+                    gradient = gradient * _relu_factor(y_row[p], slope, one, zero)
+                total += gradient  # Scale's parameter gradients
+                dot += gradient * saved_row[p]
+            for p in range(pixels):  # the row again, from cache: vectorised
+                gradient = d_row[p]
+                if relu:
+                    gradient = gradient * _relu_factor(y_row[p], slope, one, zero)
+                d_row[p] = gradient * a / sd  # Scale's, then BatchNorm's
+        dot_out[ch] = dot
+        sum_out[ch] = total
+
+
 #: Elements per task of the flat elementwise loops: a few hundred KiB, so that even
 #: LeNet's blobs split over both threads while each task outlasts its start-up.
 _CHUNK = 16384
@@ -773,11 +870,7 @@ def _relu_forward(y, slope, zero, leaky):
     for task in prange((y.size + _CHUNK - 1) // _CHUNK):
         run = y[task * _CHUNK : (task + 1) * _CHUNK]  # indices from 0: no wraparound test
         for i in range(run.size):
-            value = run[i]
-            positive = zero if value < zero else value  # Caffe's std::max(x, 0)
-            if leaky:
-                positive += slope * (zero if zero < value else value)  # std::min(x, 0)
-            run[i] = positive
+            run[i] = _relu(run[i], slope, zero, leaky)
 
 
 def relu_backward(x, dy, dx, negative_slope):
@@ -792,10 +885,7 @@ def _relu_backward(x, d, slope, one, zero):
         x_run = x[task * _CHUNK : (task + 1) * _CHUNK]
         d_run = d[task * _CHUNK : (task + 1) * _CHUNK]
         for i in range(x_run.size):
-            value = x_run[i]
-            # Caffe's factor, (x > 0) + slope * (x <= 0): 0 for a NaN input
-            factor = (one if value > zero else zero) + slope * (one if value <= zero else zero)
-            d_run[i] = d_run[i] * factor
+            d_run[i] = d_run[i] * _relu_factor(x_run[i], slope, one, zero)
 
 
 def _holding(target, source):

@@ -682,6 +682,22 @@ def _channel_scale(dy, dx, scale, c, pixels):
     dx[t] = dy[t] * scale[(t // pixels) % c]
 
 
+@_device_function
+def _relu(value, slope, zero, leaky):
+    """Caffe's ReLU, ``std::max(x, 0) + slope * std::min(x, 0)`` (the maximum alone
+    when not ``leaky``)."""
+    positive = zero if value < zero else value
+    if leaky:
+        positive += slope * (zero if zero < value else value)
+    return positive
+
+
+@_device_function
+def _relu_factor(value, slope, one, zero):
+    """Caffe's ReLU gradient factor, ``(x > 0) + slope * (x <= 0)``."""
+    return (one if value > zero else zero) + slope * (one if value <= zero else zero)
+
+
 def relu_forward(x, y, negative_slope):
     slope, zero = x.dtype.type(negative_slope), _zero(x)
     _launch(_relu_forward, x.size, _flat(x), _flat(y), slope, zero, negative_slope != 0)
@@ -692,11 +708,7 @@ def _relu_forward(x, y, slope, zero, leaky):
     t = cuda.grid(1)
     if t >= x.size:
         return
-    value = x[t]
-    positive = zero if value < zero else value
-    if leaky:
-        positive += slope * (zero if zero < value else value)
-    y[t] = positive
+    y[t] = _relu(x[t], slope, zero, leaky)
 
 
 def relu_backward(x, dy, dx, negative_slope):
@@ -709,9 +721,81 @@ def _relu_backward(x, dy, dx, slope, one, zero):
     t = cuda.grid(1)
     if t >= x.size:
         return
-    value = x[t]
-    factor = (one if value > zero else zero) + slope * (one if value <= zero else zero)
-    dx[t] = dy[t] * factor
+    dx[t] = dy[t] * _relu_factor(x[t], slope, one, zero)
+
+
+def normalize_scale_forward(y, saved, mean, std, scale, shift, relu, negative_slope):
+    n, c = y.shape[0], y.shape[1]
+    pixels = y.size // max(n * c, 1)
+    shifted = shift is not None
+    slope, zero = y.dtype.type(negative_slope), _zero(y)
+    operands = (_flat(mean), _flat(std), _flat(scale), _flat(shift if shifted else scale))
+    flags = (shifted, relu, slope, zero)
+    _launch(_normalize_scale_forward, y.size, _flat(y), _flat(saved), *operands, c, pixels, *flags)
+
+
+@_jit
+def _normalize_scale_forward(
+    y, saved, mean, std, scale, shift, c, pixels, shifted, relu, slope, zero
+):
+    t = cuda.grid(1)
+    if t >= y.size:
+        return
+    ch = (t // pixels) % c
+    normalized = (y[t] - mean[ch]) / std[ch]
+    saved[t] = normalized
+    value = normalized * scale[ch]
+    if shifted:
+        value = value + shift[ch]
+    if relu:
+        value = _relu(value, slope, zero, slope != zero)
+    y[t] = value
+
+
+def normalize_scale_backward(y, saved, d, std, scale, relu, negative_slope, scale_diff, shift_diff):
+    n, c = y.shape[0], y.shape[1]
+    pixels = y.size // max(n * c, 1)
+    slope, one, zero = y.dtype.type(negative_slope), y.dtype.type(1), _zero(y)
+    flags = (relu, slope, one, zero)
+    arrays = (_flat(y), _flat(saved), _flat(d))
+    # the sums read d before the second launch (same stream) overwrites it
+    sums = (_flat(scale_diff), _flat(shift_diff))
+    _launch(_chain_sums, c, *arrays, *sums, n, pixels, *flags)
+    operands = (_flat(std), _flat(scale))
+    _launch(_chain_gradient, y.size, arrays[0], arrays[2], *operands, c, pixels, *flags)
+
+
+@_jit
+def _chain_sums(y, saved, d, dot, total, n, pixels, relu, slope, one, zero):
+    """One thread per channel, adding in the CPU loop's order (batch, then position)."""
+    ch = cuda.grid(1)
+    c = dot.size
+    if ch >= c:
+        return
+    d_sum = 0.0
+    dot_sum = 0.0
+    for b in range(n):
+        start = (b * c + ch) * pixels
+        for p in range(start, start + pixels):
+            gradient = d[p]
+            if relu:
+                gradient = gradient * _relu_factor(y[p], slope, one, zero)
+            d_sum += float(gradient)  # float64 sums, as in _channel_sums
+            dot_sum += float(gradient * saved[p])
+    dot[ch] = dot_sum
+    total[ch] = d_sum
+
+
+@_jit
+def _chain_gradient(y, d, std, scale, c, pixels, relu, slope, one, zero):
+    t = cuda.grid(1)
+    if t >= d.size:
+        return
+    ch = (t // pixels) % c
+    gradient = d[t]
+    if relu:
+        gradient = gradient * _relu_factor(y[t], slope, one, zero)
+    d[t] = gradient * scale[ch] / std[ch]
 
 
 # ---- N-d im2col / col2im ------------------------------------------------------------------

@@ -87,11 +87,7 @@ class BatchNormLayer(Layer):
         x = self._view(bottom[0].data)
         y = self._view(top[0].data)
         if self.use_global_stats:
-            stored = float(self.blobs[2].data[0])
-            factor = 0.0 if stored == 0 else 1.0 / stored
-            mean = self.blobs[0].data * factor
-            self.std = xp.sqrt(self.blobs[1].data * factor + self.eps)
-            kernels.channel_normalize(x, y, mean, self.std)  # one pass over the blob
+            kernels.channel_normalize(x, y, *self.global_statistics())  # one pass
             return
         mean = channel_mean(x)
         xp.subtract(x, mean, out=y)
@@ -103,6 +99,14 @@ class BatchNormLayer(Layer):
         y /= self.std
         # kept for backward: a later in-place layer may overwrite the top
         self.x_norm[...] = top[0].data
+
+    def global_statistics(self):
+        """``(mean, std)`` per channel from the stored estimates (``std`` with ``eps``,
+        kept for backward), for a forward with ``use_global_stats``."""
+        stored = float(self.blobs[2].data[0])
+        factor = 0.0 if stored == 0 else 1.0 / stored
+        self.std = self.xp.sqrt(self.blobs[1].data * factor + self.eps)
+        return self.blobs[0].data * factor, self.std
 
     def _update_running_stats(self, mean, var, m: int) -> None:
         maf = self.moving_average_fraction

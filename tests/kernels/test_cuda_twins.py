@@ -379,6 +379,48 @@ def test_channel_affine_backward(device, dtype, mode):
         np.testing.assert_array_equal(device.get(dx[mode]), expected_dx)
 
 
+@pytest.mark.parametrize(("relu", "slope", "shifted"), [(True, 0.1, True), (False, 0.0, False)])
+def test_normalize_scale(device, dtype, relu, slope, shifted):
+    """Both directions of the chain; the sums in the CPU loop's order, so to the bit."""
+    rng = np.random.default_rng(16)
+    y, d = (rng.standard_normal((3, 4, 2, 5)).astype(dtype) for _ in range(2))
+    mean, scale, shift = (rng.standard_normal(4).astype(dtype) for _ in range(3))
+    std = rng.uniform(0.5, 2.0, 4).astype(dtype)
+    shift = shift if shifted else None
+    expected_y, expected_saved = y.copy(), garbage(y.shape, dtype)
+    cpu.normalize_scale_forward(expected_y, expected_saved, mean, std, scale, shift, relu, slope)
+    on_y, saved = device.put(y), device.put(garbage(y.shape, dtype))
+    operands = [device.put(a) if a is not None else None for a in (mean, std, scale, shift)]
+    device.run("normalize_scale_forward", on_y, saved, *operands, relu, slope)
+    np.testing.assert_array_equal(device.get(on_y), expected_y)
+    np.testing.assert_array_equal(device.get(saved), expected_saved)
+
+    expected_d, expected_sums = d.copy(), np.empty((2, 4))
+    cpu.normalize_scale_backward(
+        expected_y, expected_saved, expected_d, std, scale, relu, slope, *expected_sums
+    )
+    on_d, dot, total = (
+        device.put(d),
+        device.put(garbage(4, np.float64)),
+        device.put(garbage(4, np.float64)),
+    )
+    device.run(
+        "normalize_scale_backward",
+        on_y,
+        saved,
+        on_d,
+        operands[1],
+        operands[2],
+        relu,
+        slope,
+        dot,
+        total,
+    )
+    np.testing.assert_array_equal(device.get(on_d), expected_d)
+    np.testing.assert_array_equal(device.get(dot), expected_sums[0])
+    np.testing.assert_array_equal(device.get(total), expected_sums[1])
+
+
 # ---- layout -------------------------------------------------------------------------------
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("shape", [(3, 5, 2), (2, 7, 37)], ids=["few_images", "image_blocks"])

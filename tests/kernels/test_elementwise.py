@@ -113,3 +113,49 @@ def test_channel_affine_backward(dtype, mode, shape):
     scale_of = np.abs(dy.astype(np.float64) * x).sum(axis=axes)
     np.testing.assert_array_less(np.abs(scale_diff - expected_dot), rtol * scale_of + 1e-300)
     np.testing.assert_allclose(shift_diff, expected_sum, rtol=1e-12, atol=1e-12)
+
+
+# ---- BatchNorm -> Scale -> ReLU in one pass ---------------------------------------------------
+def _chain_operands(dtype, shape, seed=4):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    y = rng.standard_normal(shape).astype(dtype)
+    mean, scale, shift = (rng.standard_normal(c).astype(dtype) for _ in range(3))
+    std = rng.uniform(0.5, 2.0, c).astype(dtype)
+    return y, mean, std, scale, shift
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shifted", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize(("relu", "slope"), [(True, 0.0), (True, 0.2), (False, 0.0)])
+def test_normalize_scale_equals_the_three_kernels(dtype, shifted, relu, slope):
+    """Forward and backward to the bit against the layers' own kernels in sequence."""
+    shape = (2, 5, 7, 9)
+    y, mean, std, scale, shift = _chain_operands(dtype, shape)
+    shift = shift if shifted else None
+    # the layers, one pass each: BatchNorm, Scale (keeping its input), ReLU
+    expected = y.copy()
+    kernels.channel_normalize(expected, expected, mean, std)
+    expected_saved = expected.copy()
+    if shifted:
+        kernels.channel_affine(expected, scale, shift, False, 0.0)
+    else:
+        expected *= scale.reshape(1, -1, 1, 1)
+    if relu:
+        kernels.relu_forward(expected, expected, slope)
+    saved = np.full_like(y, 7.0)
+    kernels.normalize_scale_forward(y, saved, mean, std, scale, shift, relu, slope)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(saved, expected_saved)
+
+    d = np.random.default_rng(5).standard_normal(shape).astype(dtype)
+    expected_d = d.copy()
+    if relu:
+        kernels.relu_backward(y, expected_d, expected_d, slope)
+    expected_sums = np.empty((2, shape[1]))
+    kernels.channel_affine_backward(saved, expected_d, expected_d, scale, *expected_sums)
+    kernels.channel_normalize(expected_d, expected_d, None, std)
+    sums = np.full((2, shape[1]), 7.0)
+    kernels.normalize_scale_backward(y, saved, d, std, scale, relu, slope, sums[0], sums[1])
+    np.testing.assert_array_equal(d, expected_d)
+    np.testing.assert_array_equal(sums, expected_sums)

@@ -7,9 +7,10 @@ Every measurement runs in a fresh process (benchmarks/speed_worker.py); the
 implementations alternate, their order reversed each round, so that load on a shared
 machine falls on all alike; the table shows medians over all iterations of all rounds.
 All get the same thread count (OMP/OpenBLAS/MKL variables, torch.set_num_threads,
-cv2.setNumThreads) and caffelite's idle-thread policy (caffelite.kernels.threads). The zoo nets get seeded random weights, written once to a
-.caffemodel that every process loads, and one seeded input; PyTorch's and OpenCV's
-outputs are checked against caffelite's before they are timed. PyTorch and OpenCV are
+cv2.setNumThreads) and caffelite's idle-thread policy (caffelite.kernels.threads). The
+zoo nets get seeded random weights, written once to a .caffemodel that every process
+loads, and one seeded input; PyTorch's and OpenCV's outputs are checked against
+caffelite's before they are timed. PyTorch and OpenCV are
 optional: rows whose engine is missing say so. Timings are printed, never asserted.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some hosts for old OpenBLAS builds) slow

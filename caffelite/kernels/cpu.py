@@ -730,31 +730,16 @@ def _channel_normalize(y, mean, std):
 
 
 def channel_affine_backward(x, dy, dx, scale, scale_diff, shift_diff):
+    # the chain's loop without its ReLU, and a std of ones (a division by 1 is exact)
     d = dy if dx is None else _holding(dx, dy)
     n, c = x.shape[0], x.shape[1]
     shape = (n, c, x.size // max(n * c, 1))
-    _channel_affine_backward(
-        x.reshape(shape), d.reshape(shape), scale, scale_diff, shift_diff, dx is not None
+    x, dtype = x.reshape(shape), x.dtype.type
+    ones, zero = np.ones(c, x.dtype), dtype(0)
+    sums = (scale_diff, shift_diff)
+    _normalize_scale_backward(
+        x, x, d.reshape(shape), ones, scale, False, zero, dtype(1), zero, *sums, dx is not None
     )
-
-
-@_jit
-def _channel_affine_backward(x, d, scale, scale_diff, shift_diff, write):
-    n, c, pixels = x.shape
-    for ch in prange(c):
-        s = scale[ch]
-        dot = 0.0  # float64 sums: a ResNet channel adds up 25,088 values at batch 8
-        total = 0.0
-        for b in range(n):
-            x_row, d_row = x[b, ch], d[b, ch]
-            for p in range(pixels):
-                value = d_row[p]
-                total += value
-                dot += value * x_row[p]
-                if write:
-                    d_row[p] = value * s
-        scale_diff[ch] = dot
-        shift_diff[ch] = total
 
 
 @_inline
@@ -827,15 +812,18 @@ def normalize_scale_backward(y, saved, d, std, scale, relu, negative_slope, scal
         dtype(0),
         scale_diff,
         shift_diff,
+        True,
     )
 
 
 @_jit
-def _normalize_scale_backward(y, saved, d, std, scale, relu, slope, one, zero, dot_out, sum_out):
+def _normalize_scale_backward(
+    y, saved, d, std, scale, relu, slope, one, zero, dot_out, sum_out, write
+):
     n, c, pixels = y.shape
     for ch in prange(c):
         a, sd = scale[ch], std[ch]
-        dot = 0.0  # float64 sums, in channel_affine_backward's order
+        dot = 0.0  # float64 sums: a ResNet channel adds up 25,088 values at batch 8
         total = 0.0
         for b in range(n):
             y_row, saved_row, d_row = y[b, ch], saved[b, ch], d[b, ch]
@@ -845,6 +833,8 @@ def _normalize_scale_backward(y, saved, d, std, scale, relu, slope, one, zero, d
                     gradient = gradient * _relu_factor(y_row[p], slope, one, zero)
                 total += gradient  # Scale's parameter gradients
                 dot += gradient * saved_row[p]
+            if not write:
+                continue
             for p in range(pixels):  # the row again, from cache: vectorised
                 gradient = d_row[p]
                 if relu:

@@ -647,31 +647,13 @@ def _channel_normalize(x, y, mean, std, c, pixels, centred):
 def channel_affine_backward(x, dy, dx, scale, scale_diff, shift_diff):
     n, c = x.shape[0], x.shape[1]
     pixels = x.size // max(n * c, 1)
-    # the sums read dy before the second launch (same stream) overwrites it in place
-    _launch(_channel_sums, c, _flat(x), _flat(dy), _flat(scale_diff), _flat(shift_diff), n, pixels)
+    # the chain's sums without its ReLU; they read dy before the second launch (same
+    # stream) overwrites it in place
+    sums = (_flat(scale_diff), _flat(shift_diff), n, pixels)
+    flags = (False, _zero(x), x.dtype.type(1), _zero(x))
+    _launch(_chain_sums, c, _flat(x), _flat(x), _flat(dy), *sums, *flags)
     if dx is not None:
         _launch(_channel_scale, x.size, _flat(dy), _flat(dx), _flat(scale), c, pixels)
-
-
-@_jit
-def _channel_sums(x, dy, dot, total, n, pixels):
-    """One thread per channel, adding in the CPU loop's order (batch, then position)."""
-    ch = cuda.grid(1)
-    c = dot.size
-    if ch >= c:
-        return
-    d_sum = 0.0
-    dot_sum = 0.0
-    for b in range(n):
-        start = (b * c + ch) * pixels
-        for p in range(start, start + pixels):
-            value = dy[p]
-            # float(): float64 sums, as on the CPU (the simulator's numpy scalars would
-            # otherwise keep float32); the product itself is rounded in the dtype there too
-            d_sum += float(value)
-            dot_sum += float(value * x[p])
-    dot[ch] = dot_sum
-    total[ch] = d_sum
 
 
 @_jit
@@ -780,7 +762,9 @@ def _chain_sums(y, saved, d, dot, total, n, pixels, relu, slope, one, zero):
             gradient = d[p]
             if relu:
                 gradient = gradient * _relu_factor(y[p], slope, one, zero)
-            d_sum += float(gradient)  # float64 sums, as in _channel_sums
+            # float(): float64 sums, as on the CPU (the simulator's numpy scalars would
+            # otherwise keep float32); the product itself is rounded in the dtype there too
+            d_sum += float(gradient)
             dot_sum += float(gradient * saved[p])
     dot[ch] = dot_sum
     total[ch] = d_sum

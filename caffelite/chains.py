@@ -135,8 +135,8 @@ def _chain_at(net, first: int):
 
 
 def _in_place(net, layer_id: int, blob=None) -> bool:
-    """One bottom, one top, the same blob (and ``blob`` where given); Scale with its
-    operand learned (one bottom) as well."""
+    """One bottom and one top, the same blob (and ``blob`` where given). For Scale, one
+    bottom also means its operand is learned, the case the chain computes."""
     bottoms, tops = net.bottom_vecs[layer_id], net.top_vecs[layer_id]
     if len(bottoms) != 1 or len(tops) != 1 or bottoms[0] is not tops[0]:
         return False

@@ -471,7 +471,8 @@ class Net(PycaffeNetMixin):
         return self._fold_plan
 
     def _chains(self) -> dict:
-        """Chains by the id of their BatchNorm (forward) and of their last layer (backward)."""
+        """The net's chains (caffelite.chains) by the id of their BatchNorm; none when
+        ``chaining`` is off."""
         if not self.chaining:
             return {}
         if self._chain_plan is None:

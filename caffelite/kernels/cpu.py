@@ -4,7 +4,8 @@ Each public function has the signature documented in :mod:`caffelite.kernels`; t
 ``_``-prefixed functions are the compiled loops. They are compiled for each dtype on
 first use and cached on disk (``cache=True``: later processes load the machine code
 instead of compiling). Work is split over image planes (or channels) with ``prange``,
-on as many threads as BLAS uses (:mod:`caffelite.kernels.threads`).
+on as many threads as BLAS uses, or on the calling thread alone for small arrays, where
+waking the others costs more than they save (:mod:`caffelite.kernels.threads`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import numpy as np
 from numba import njit, prange
 
 from caffelite.kernels import FLT_MIN, blas
-from caffelite.kernels.threads import configure_threads
+from caffelite.kernels.threads import configure_threads, parallel_when_large
 
 configure_threads()
 
-_jit = njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+_compile = njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+
+
+def _jit(function):
+    """A compiled parallel loop, launched by :func:`parallel_when_large`."""
+    return parallel_when_large(_compile(function))
+
+
 _inline = njit(inline="always")
 
 

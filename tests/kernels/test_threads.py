@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy
 import pytest
 
 from caffelite.kernels.threads import thread_count
@@ -73,3 +74,29 @@ def test_import_caffelite_sets_the_idle_policy_before_numpy_loads():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "('PASSIVE', '4')"
+
+
+@pytest.mark.skipif(CORES < 2, reason="needs two cores to see a second thread")
+def test_small_loops_run_on_the_calling_thread_and_large_ones_on_all():
+    """Waking the OpenMP team costs more than a small loop (threads.SERIAL_BELOW_BYTES)."""
+    numba = pytest.importorskip("numba")
+    from caffelite.kernels import threads
+
+    @numba.njit(parallel=True)
+    def who_ran(ids):
+        for i in numba.prange(ids.size):
+            ids[i] = numba.get_thread_id()
+
+    launch = threads.parallel_when_large(who_ran)
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        small = numpy.full(threads.SERIAL_BELOW_BYTES // 8 - 1, -1, dtype=numpy.int64)
+        launch(small)
+        assert set(numpy.unique(small)) == {0}
+        assert numba.get_num_threads() == 2  # restored after the serial call
+        large = numpy.full(threads.SERIAL_BELOW_BYTES // 8, -1, dtype=numpy.int64)
+        launch(large)
+        assert set(numpy.unique(large)) == {0, 1}
+    finally:
+        numba.set_num_threads(before)

@@ -105,6 +105,8 @@ class Blob:
     def reshape(self, *shape) -> None:
         """Change the shape; memory is reused when the new size fits the old buffer."""
         shape = _as_shape(shape)
+        if shape == self._shape and self._data_mem is not None:
+            return  # every layer reshapes its tops before each forward: keep the views
         count = math.prod(shape)
         if self._data_mem is None or self._data_mem.size < count:
             try:

@@ -36,6 +36,17 @@ def test_reshape_forms_and_memory_reuse():
         blob.reshape(2, -1)
 
 
+def test_reshape_to_the_same_shape_keeps_the_views():
+    """Layers reshape their tops before every forward: an unchanged shape costs nothing."""
+    blob = Blob(2, 3)
+    data, diff = blob.data, blob.diff
+    data[...] = 5.0
+    blob.reshape(2, 3)
+    assert blob.data is data and blob.diff is diff and np.all(blob.data == 5.0)
+    blob.reshape(3, 2)
+    assert blob.data is not data and blob.data.shape == (3, 2)
+
+
 def test_diff_is_allocated_on_demand_and_follows_reshape():
     blob = Blob(2, 3)
     assert not blob.has_diff

@@ -299,6 +299,25 @@ def test_channels_may_not_change_on_reshape():
         layer.reshape(bottom, top)
 
 
+def test_a_reshape_with_the_bottoms_of_the_last_checks_nothing_again_but_new_ones_do():
+    """The reshape before each forward skips what the same bottoms gave last time; a
+    change to any bottom (the second included) is checked and planned afresh."""
+    text = conv_text("num_output: 2 kernel_size: 3")
+    layer, bottom, top = build_layer(text, [random(1, 3, 5, 5), random(1, 3, 5, 5)], num_top=2)
+    chunks = layer.chunks
+    layer.reshape(bottom, top)
+    assert layer.chunks is chunks and top[1].shape == (1, 2, 3, 3)
+    bottom[1].reshape(1, 3, 6, 6)
+    with pytest.raises(CaffeliteError, match=r"bottom\[1\] is \(1, 3, 6, 6\)"):
+        layer.reshape(bottom, top)
+    with pytest.raises(CaffeliteError, match=r"bottom\[1\] is \(1, 3, 6, 6\)"):
+        layer.reshape(bottom, top)  # a failed reshape is not remembered as a good one
+    for blob in bottom:
+        blob.reshape(2, 3, 7, 7)
+    layer.reshape(bottom, top)
+    assert top[0].shape == top[1].shape == (2, 2, 5, 5) and layer.num == 2
+
+
 def test_bottoms_must_share_a_shape():
     with pytest.raises(CaffeliteError, match=r"bottom\[1\] is \(1, 2, 6, 6\)"):
         build_layer(

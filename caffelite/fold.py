@@ -45,6 +45,12 @@ class Epilogue:
         :meth:`apply`, in ``y``'s dtype and on its device: the arguments of
         :func:`caffelite.kernels.channel_affine`, for a kernel that applies them itself."""
         xp = backend.get_array_module(y)  # s and t live where y does (GPU mode: the device)
+        relu = self.relu is not None
+        slope = self.relu.negative_slope if relu else 0.0
+        if self.batch_norm is None and self.scale is None:  # ReLU alone: s = 1, t = bias
+            ones = xp.ones(self.channels, dtype=y.dtype)  # the general path's values, exactly
+            shift = xp.zeros_like(ones) if bias is None else bias.astype(y.dtype, copy=False)
+            return ones, shift, relu, slope
         s = xp.ones(self.channels, dtype=numpy.float64)
         t = xp.zeros(self.channels, dtype=numpy.float64)
         if self.batch_norm is not None:
@@ -60,8 +66,6 @@ class Epilogue:
                 t = t + self.scale.blobs[self.scale.bias_index].data
         if bias is not None:
             t = t + bias * s
-        relu = self.relu is not None
-        slope = self.relu.negative_slope if relu else 0.0
         return s.astype(y.dtype), t.astype(y.dtype), relu, slope
 
 

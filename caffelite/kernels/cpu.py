@@ -169,31 +169,47 @@ def _max_pool_forward(x, y, argmax, keep, kh, kw, sh, sw, ph, pw):
         # Windows inside the image, in tight loops for the common sizes (straight-line
         # code with no clipping is several times faster than the general loop), each
         # common stride a constant of its own loop ...
-        if kh == kw and sh == sw and (kh == 2 or kh == 3):
+        square = kh == kw and sh == sw and (kh == 2 or kh == 3)
+        # ... and, without an argmax, the clipped ones by index clamping (with one,
+        # clamping took 1.4x the general loop's time on GoogLeNet's 512x14x14 pools at
+        # batch 8) ...
+        clamped = square and not keep
+        if square:
             xp, yp = x[plane // c, plane % c], y[plane // c, plane % c]
             ap = argmax[plane // c, plane % c]
             if kh == 2 and sh == 2:
                 _square_windows(xp, yp, ap, keep, y0, y1, x0, x1, ph, pw, 2, 2)
+                if clamped:
+                    _clamped_border(xs, ys, y0, y1, x0, x1, h, w, oh, ow, ph, pw, 2, 2)
             elif kh == 3 and sh == 1:
                 _square_windows(xp, yp, ap, keep, y0, y1, x0, x1, ph, pw, 3, 1)
+                if clamped:
+                    _clamped_border(xs, ys, y0, y1, x0, x1, h, w, oh, ow, ph, pw, 3, 1)
             elif kh == 3 and sh == 2:
                 _square_windows(xp, yp, ap, keep, y0, y1, x0, x1, ph, pw, 3, 2)
+                if clamped:
+                    _clamped_border(xs, ys, y0, y1, x0, x1, h, w, oh, ow, ph, pw, 3, 2)
             elif kh == 2:
                 _square_windows(xp, yp, ap, keep, y0, y1, x0, x1, ph, pw, 2, sh)
+                if clamped:
+                    _clamped_border(xs, ys, y0, y1, x0, x1, h, w, oh, ow, ph, pw, 2, sh)
             else:
                 _square_windows(xp, yp, ap, keep, y0, y1, x0, x1, ph, pw, 3, sh)
+                if clamped:
+                    _clamped_border(xs, ys, y0, y1, x0, x1, h, w, oh, ow, ph, pw, 3, sh)
         else:
             for py in range(y0, y1):
                 for px in range(x0, x1):
                     _max_window(xs, ys, am, keep, py, px, h, w, ow, kh, kw, sh, sw, ph, pw)
-        # ... then the windows that padding or ceil rounding clip, one by one: whole
-        # rows above and below, the ends of the rows between.
-        for py in range(oh):
-            inside_row = y0 <= py < y1
-            for px in range(x0 if inside_row else ow):
-                _max_window(xs, ys, am, keep, py, px, h, w, ow, kh, kw, sh, sw, ph, pw)
-            for px in range(x1 if inside_row else ow, ow):
-                _max_window(xs, ys, am, keep, py, px, h, w, ow, kh, kw, sh, sw, ph, pw)
+        if not clamped:
+            # ... then the windows that padding or ceil rounding clip, one by one: whole
+            # rows above and below, the ends of the rows between.
+            for py in range(oh):
+                inside_row = y0 <= py < y1
+                for px in range(x0 if inside_row else ow):
+                    _max_window(xs, ys, am, keep, py, px, h, w, ow, kh, kw, sh, sw, ph, pw)
+                for px in range(x1 if inside_row else ow, ow):
+                    _max_window(xs, ys, am, keep, py, px, h, w, ow, kh, kw, sh, sw, ph, pw)
 
 
 @_inline
@@ -220,6 +236,55 @@ def _put(ys, am, keep, o, best, where):
     ys[o] = best
     if keep:
         am[o] = where
+
+
+@_inline
+def _clamped_border(xs, ys, y0, y1, x0, x1, h, w, oh, ow, ph, pw, k, stride):
+    """The maxima of one plane's clipped windows (the general loop's walk), each by
+    :func:`_clamped_maximum`."""
+    for py in range(oh):
+        inside_row = y0 <= py < y1
+        for px in range(x0 if inside_row else ow):
+            ys[py * ow + px] = _clamped_maximum(xs, py, px, h, w, k, stride, ph, pw)
+        for px in range(x1 if inside_row else ow, ow):
+            ys[py * ow + px] = _clamped_maximum(xs, py, px, h, w, k, stride, ph, pw)
+
+
+@_inline
+def _clamped_maximum(xs, py, px, h, w, k, stride, ph, pw):
+    """The maximum of one ``k`` x ``k`` window (``k`` 2 or 3) that padding or ceil rounding
+    clips, as the ``k * k`` selects of an unclipped window with each row and column index
+    clamped into the image. A clamped index repeats the element just before or after it
+    in the scan, or a row already scanned; under the strict ``>`` of the tie rule a
+    repeat never wins, so the result is the clipped window's, NaN included. Straight-line
+    code: GoogLeNet's 3x3 pad-1 pools (a quarter to a half of their windows clipped) took
+    0.70-0.80x the time of the general loop (512x14x14, 832x7x7; batch 1 and 8)."""
+    r, q = stride * py - ph, stride * px - pw
+    a, b, c = _clamp(r, h) * w, _clamp(r + 1, h) * w, _clamp(r + k - 1, h) * w  # row starts
+    q0, q1, q2 = _clamp(q, w), _clamp(q + 1, w), _clamp(q + k - 1, w)
+    best = xs[a + q0]
+    best = _larger(xs[a + q1], best)
+    if k == 3:
+        best = _larger(xs[a + q2], best)
+    best = _larger(xs[b + q0], best)
+    best = _larger(xs[b + q1], best)
+    if k == 3:
+        best = _larger(xs[b + q2], best)
+        best = _larger(xs[c + q0], best)
+        best = _larger(xs[c + q1], best)
+        best = _larger(xs[c + q2], best)
+    return best
+
+
+@_inline
+def _clamp(index, size):
+    return min(max(index, 0), size - 1)
+
+
+@_inline
+def _larger(value, best):
+    """:func:`_take` without the position."""
+    return value if value > best else best
 
 
 @_inline

@@ -125,6 +125,38 @@ def test_ties_go_to_the_first_maximum():
         np.testing.assert_array_equal(bottom[0].diff.ravel(), routed)
 
 
+@pytest.mark.parametrize(
+    ("body", "shape"),
+    [
+        ("kernel_size: 3 pad: 1", (2, 3, 7, 6)),  # GoogLeNet's inception pools
+        ("kernel_size: 3 stride: 2 pad: 1", (1, 3, 8, 7)),
+        ("kernel_size: 3 stride: 2", (1, 3, 8, 8)),  # ceil rounding: the last window overhangs
+        ("kernel_size: 2 stride: 2 pad: 1", (1, 3, 5, 6)),
+        ("kernel_size: 2 stride: 1 pad: 1", (1, 2, 4, 5)),
+    ],
+)
+def test_clipped_windows_keep_the_first_maximum(body, shape):
+    """Windows that padding or ceil rounding clip, on values full of ties: maxima and mask
+    as Caffe's scan gives them. Without a mask (a TEST forward, whose compiled loop
+    clamps the clipped windows' indices instead) the same maxima, NaN included."""
+    from caffelite.layer import TEST
+
+    x = np.random.default_rng(3).integers(0, 3, shape).astype(np.float64)
+    text = pool_text(f"pool: MAX {body}")
+    layer, bottom, top = build_layer(text, [x], num_top=2)
+    layer.forward(bottom, top)
+    expected_top, expected_mask = caffe_reference(x, "MAX", layer.kernel, layer.stride, layer.pad)
+    np.testing.assert_array_equal(top[0].data, expected_top)
+    np.testing.assert_array_equal(top[1].data, expected_mask)
+    x[0, 0, -1, :2] = x[0, 0, 0, -1] = x[-1, -1, -2, 0] = np.nan
+    masked, bottom, top = build_layer(text, [x], num_top=2)
+    masked.forward(bottom, top)
+    plain, bottom, maxima = build_layer(text, [x], phase=TEST)
+    plain.forward(bottom, maxima)
+    assert not plain.argmax_valid
+    np.testing.assert_array_equal(maxima[0].data, top[0].data)
+
+
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 def test_global_pooling(method):
     x = distinct(2, 3, 3, 5, seed=2)

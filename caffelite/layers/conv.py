@@ -89,7 +89,6 @@ class _ConvolutionBase(Layer):
             specs.append(("bias", (self.num_output,), param.bias_filler))
         self.make_param_blobs(specs, f" (bias_term: {str(self.bias_term).lower()})")
         self.workspace = Workspace()
-        self._input_key = None
         self._reshaped_for = None  # the bottoms' shapes and dtype of the last reshape
         self._cols: dict[int, object] = {}
 
@@ -151,10 +150,7 @@ class _ConvolutionBase(Layer):
             winograd_size = winograd.per_image_elements(self.channels, self.num_output, out)
             per_image = max(per_image, winograd_size)
         self.chunks = im2col.batch_chunks(self.num, per_image)
-        key = (first.shape, first.dtype)
-        if key != self._input_key:
-            self.workspace.clear()
-            self._input_key = key
+        self.workspace.clear()  # new bottoms: buffers of other shapes
         self._cols.clear()
         self._reshaped_for = bottoms
 

@@ -76,8 +76,10 @@ def parallel_when_large(loop):
         size = 0
         for arg in args:
             size += getattr(arg, "nbytes", 0)
+        if size >= SERIAL_BELOW_BYTES:
+            return loop(*args)
         threads = numba.get_num_threads()
-        if size >= SERIAL_BELOW_BYTES or threads == 1:
+        if threads == 1:
             return loop(*args)
         numba.set_num_threads(1)
         try:
